@@ -25,8 +25,11 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     """
     choice = device if device is not None else os.environ.get(DEVICE_ENV, "").strip()
     if choice:
-        dev = torch.device(choice)
-        if dev.type not in _VALID_DEVICES:
+        try:
+            dev = torch.device(choice)
+        except RuntimeError:
+            dev = None
+        if dev is None or dev.type not in _VALID_DEVICES:
             raise ValueError(
                 f"unknown device {choice!r}: use one of {', '.join(_VALID_DEVICES)} "
                 f"(set {DEVICE_ENV} or pass device=...)"
