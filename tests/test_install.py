@@ -1,0 +1,59 @@
+"""Install files: pyproject.toml is the single source of truth; environment.yml,
+the Makefile, the README and .ci/run must agree with it."""
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import pip._vendor.tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_installs_the_project_and_nothing_else():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["name"] == "cvae-lab"
+    deps = env["dependencies"]
+    pip_sections = [d["pip"] for d in deps if isinstance(d, dict)]
+    assert pip_sections == [["-e .[dev]"]], "environment.yml must install exactly `-e .[dev]` with pip"
+    conda_pkgs = [d for d in deps if isinstance(d, str)]
+    names = {re.split(r"[<>=! ]", d)[0] for d in conda_pkgs}
+    # Only Python and pip come from conda; every library comes from pyproject.toml.
+    assert names == {"python", "pip"}, f"packages listed outside pyproject.toml: {names - {'python', 'pip'}}"
+    python = next(d for d in conda_pkgs if d.startswith("python"))
+    assert python.replace("python", "") == pyproject()["project"]["requires-python"]
+
+
+def test_pyproject_has_the_runtime_and_dev_packages():
+    project = pyproject()["project"]
+    names = {re.split(r"[<>=!\[ ]", d)[0].lower() for d in project["dependencies"]}
+    assert {"torch", "torchvision", "jupyterlab", "ipywidgets", "matplotlib", "tqdm"} <= names
+    dev = {re.split(r"[<>=!\[ ]", d)[0].lower() for d in project["optional-dependencies"]["dev"]}
+    assert {"pytest", "nbval", "playwright"} <= dev
+    # Lower bounds only: never pin (==) or cap (<), so torch 2.14.1 keeps installing.
+    for spec in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        assert "==" not in spec and "<" not in spec, spec
+
+
+def test_readme_commands_are_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    assert "make lab" in readme and "make test" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M), ".ci/run must run the README's `make test`"
+    makefile = (ROOT / "Makefile").read_text()
+    test_recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "pytest --nbval" in test_recipe and "pip install -e '.[dev]'" in makefile
+
+
+def test_shipped_weights_are_package_data():
+    package_data = pyproject()["tool"]["setuptools"]["package-data"]["lab_utils"]
+    assert "pretrained/*.pt" in package_data
+    assert (ROOT / "lab_utils" / "pretrained" / "lab.pt").is_file()
