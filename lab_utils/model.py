@@ -77,11 +77,15 @@ class CVAEConfig:
 CONFIGS: dict[str, CVAEConfig] = {
     # The seed architecture, layer for layer.
     "lab": CVAEConfig(),
-    # Same ideas (label channels in the encoder, upsampling decoder), wider.
+    # Same ideas (label channels in the encoder, upsampling decoder), wider:
+    # strided convs 28 -> 14 -> 7 with 32 and 64 channels instead of a 1-channel
+    # map, a 32-channel 7x7 decoder start instead of 2 channels, a larger z.
+    # Sized to train in 10 CPU minutes (benchmarks/evaluate.py has its figures).
     "wide": CVAEConfig(
-        enc_channels=(32, 64), enc_strides=(2, 2), enc_hidden=512,
-        dec_start_channels=64, dec_start_size=7,
-        dec_channels=(64, 32, 32), dec_upsample=(True, True, False),
+        latent_dim=32,
+        enc_channels=(32, 64), enc_strides=(2, 2), enc_hidden=400,
+        dec_start_channels=32, dec_start_size=7,
+        dec_channels=(32, 32), dec_upsample=(True, True),
     ),
     # The lab architecture without labels: what does conditioning buy?
     "lab-vae": CVAEConfig(conditional=False),

@@ -40,6 +40,7 @@ class TrainConfig:
     train_size: int | None = None # None: the whole training set (60,000)
     test_size: int | None = None  # None: the whole test set (10,000)
     channels_last: bool = True    # faster convolutions on CPU
+    lr_schedule: str = "constant" # or "cosine": decay the lr to 0 over the run (short runs end lower)
 
     def __post_init__(self):
         get_config(self.model)  # fails early on an unknown name
@@ -48,6 +49,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -83,8 +86,32 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
     return order.split(batch_size)
 
 
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate at batch ``step`` of ``total_steps``: constant, or a cosine
+    decay from ``config.lr`` to 0. A function of the step alone, so a resumed run
+    continues the same curve."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    return config.lr
+
+
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def train_step(
+    model: CVAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor | None
+) -> float:
+    """One optimisation step on a batch; returns its summed negative ELBO (nats).
+
+    The order matters: forward, loss, clear the old gradients, backward, step.
+    """
+    x_hat, mu, logvar = model(x, y)
+    loss = loss_function(x_hat, x, mu, logvar)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 @torch.inference_mode()
@@ -154,13 +181,13 @@ def train(
         for i, idx in enumerate(bar):
             xb = _prepare(x[idx].to(device, non_blocking=True), config.channels_last)  # (B, 1, 28, 28)
             yb = y[idx].to(device) if conditional else None  # (B,)
-            x_hat, mu, logvar = model(xb, yb)
-            loss = loss_function(x_hat, xb, mu, logvar)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            per_image = loss.item() / xb.shape[0]
-            running += loss.item()
+            if config.lr_schedule != "constant":
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(config, epoch * steps_per_epoch + i,
+                                                config.epochs * steps_per_epoch)
+            loss = train_step(model, optimizer, xb, yb)
+            per_image = loss / xb.shape[0]
+            running += loss
             if i % config.log_every == 0:
                 history.step.append(epoch * steps_per_epoch + i)
                 history.loss.append(per_image)
@@ -252,6 +279,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="checkpoint path (default checkpoints/<model>.pt)")
     p.add_argument("--model", default=d.model, choices=sorted(__import__("lab_utils.model", fromlist=["CONFIGS"]).CONFIGS))
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
+                   help="cosine: decay the learning rate to 0 over the run")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
@@ -268,7 +297,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed, dataset=args.dataset,
+                             lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, dataset=args.dataset,
                              train_size=args.train_size, test_size=args.test_size)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -375,7 +375,7 @@ def _dotted(reference) -> str:
         checks.reference_reparameterize: "lab_utils.model.CVAE.reparameterize",
         kl_divergence: "lab_utils.losses.kl_divergence",
         Decoder.forward: "lab_utils.model.Decoder.forward",
-        checks.reference_train_step: "lab_utils.checks.reference_train_step",
+        checks.reference_train_step: "lab_utils.train.train_step",
     }[reference]
 
 
