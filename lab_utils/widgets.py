@@ -30,7 +30,7 @@ TEMPERATURE_MAX = 2.0  # temperature slider spans [0, 2]
 BIG_SCALE = 8          # 28 px -> 224 px, the big digit
 ROW_SCALE = 2          # 28 px -> 56 px, each digit of the row of ten
 ROW_GAP = 6            # grey pixels between the digits of the row
-DECODE_THREADS = 1     # CPU threads for one update's decode (see _cpu_threads)
+DECODE_THREADS = 1     # CPU threads for one update's decode (see cpu_threads)
 _GAP_GREY = 72         # colour of that gap
 _FRAME = 255           # frame drawn around the chosen label in the row
 
@@ -39,7 +39,7 @@ _CSS = "<style>.cvae-explorer img {image-rendering: pixelated;}</style>"
 
 
 @contextmanager
-def _cpu_threads(n: int):
+def cpu_threads(n: int):
     """Run the block with ``n`` PyTorch CPU threads, then restore the previous count.
 
     Ten 28x28 pictures are far too little work to split: with two threads on a
@@ -58,7 +58,7 @@ def _cpu_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _upscale(pixels: np.ndarray, scale: int) -> np.ndarray:
+def upscale(pixels: np.ndarray, scale: int) -> np.ndarray:
     """Nearest-neighbour upscaling: each pixel becomes a ``scale`` x ``scale`` block,
     so a 28x28 digit stays crisp (no blur) at any size."""
     return pixels.repeat(scale, axis=-2).repeat(scale, axis=-1)  # (..., H, W) -> (..., sH, sW)
@@ -86,10 +86,10 @@ def png_bytes(pixels: np.ndarray) -> bytes:
             + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + _png_chunk(b"IEND", b""))
 
 
-def _row_pixels(tiles: np.ndarray, chosen: int, scale: int = ROW_SCALE, gap: int = ROW_GAP) -> np.ndarray:
+def row_pixels(tiles: np.ndarray, chosen: int, scale: int = ROW_SCALE, gap: int = ROW_GAP) -> np.ndarray:
     """Ten uint8 digits (L, 28, 28) -> one strip with grey gaps, the chosen one framed."""
     L, H, W = tiles.shape
-    big = _upscale(tiles, scale)  # (L, 28, 28) -> (L, 28s, 28s)
+    big = upscale(tiles, scale)  # (L, 28, 28) -> (L, 28s, 28s)
     h, w = H * scale, W * scale
     strip = np.full((h + 2 * gap, L * (w + gap) + gap), _GAP_GREY, dtype=np.uint8)
     for i in range(L):
@@ -321,7 +321,7 @@ class LatentExplorer:
         """
         n = self.model.config.num_classes if self.conditional else 1
         z = (self.z * self.temperature).to(self._device)  # (D,)
-        threads = _cpu_threads(DECODE_THREADS) if self._device.type == "cpu" else nullcontext()
+        threads = cpu_threads(DECODE_THREADS) if self._device.type == "cpu" else nullcontext()
         with threads, torch.inference_mode():
             x_hat = self.model.decode(z.expand(n, -1), self._y_row)  # (D,) -> (L, D) -> (L, 1, 28, 28)
             pixels = (x_hat[:, 0] * 255).round_().clamp_(0, 255).to(torch.uint8)  # (L, 28, 28)
@@ -345,9 +345,9 @@ class LatentExplorer:
         self._dirty = False
         pixels = self._pixels()  # (L, 28, 28)
         digit = self.digit if self.conditional else 0
-        self.image.value = png_bytes(_upscale(pixels[digit], BIG_SCALE))
+        self.image.value = png_bytes(upscale(pixels[digit], BIG_SCALE))
         if self.conditional:
-            self.row.value = png_bytes(_row_pixels(pixels, digit))
+            self.row.value = png_bytes(row_pixels(pixels, digit))
         if digit != self._shown_digit:  # text changes only with the label
             name = self.class_names[digit] if self.conditional else "sample"
             self.title.value = f"{_CSS}<b>label: {html.escape(name)}</b>"

@@ -1,0 +1,143 @@
+"""The drawing pad, driven from Python: the same update path a finished stroke takes."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lab_utils import load_pretrained
+from lab_utils.checkpoints import available_pretrained
+from lab_utils.drawing_pad import DrawingPad, canvas_from_png, png_from_canvas
+from lab_utils.evaluation import load_classifier
+from lab_utils.handwriting import draw_strokes, to_mnist
+
+VERTICAL = draw_strokes([[(150, 40), (140, 240)]])
+ELLIPSE = draw_strokes([[(140 + 70 * np.cos(a), 140 + 105 * np.sin(a))
+                         for a in np.linspace(0, 2 * np.pi, 60)]])
+SEVEN = draw_strokes([[(60, 50), (220, 50), (110, 250)]])
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_pretrained(), load_classifier()
+
+
+@pytest.fixture
+def pad(shipped):
+    model, classifier = shipped
+    return DrawingPad(model, classifier=classifier)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("L"))
+
+
+def test_a_vertical_stroke_reads_1_and_an_ellipse_0(pad):
+    threads = torch.get_num_threads()
+    assert pad.process_canvas(VERTICAL) == 1
+    assert torch.get_num_threads() == threads  # the update's one-thread spell is undone
+    assert pad.digit == 1 and pad.reading[1] > 0.9
+    assert "reads <b class='cvae-pad-read-digit'>1</b>" in pad.reading_html.value
+    sheet_one = pad.sheet_png
+    assert pad.process_canvas(ELLIPSE) == 0
+    assert pad.digit == 0
+    assert pad.sheet_png != sheet_one
+
+
+def test_the_model_sees_to_mnist_of_the_drawing(pad):
+    pad.process_canvas(SEVEN)
+    seen = pixels(pad.seen_png)
+    assert seen.shape == (112, 112)  # 28 px shown at 4x, nearest neighbour
+    expected = (to_mnist(SEVEN) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(seen[::4, ::4], expected)
+    assert torch.equal(pad.x[0, 0], to_mnist(SEVEN))
+
+
+def test_z_is_the_drawing_mean_with_the_picked_digit(pad, shipped):
+    model, _ = shipped
+    pad.process_canvas(SEVEN)
+    with torch.inference_mode():
+        mu, _ = model.encode(to_mnist(SEVEN).view(1, 1, 28, 28), torch.tensor([7]))
+    assert torch.equal(pad.z, mu)
+    assert pixels(pad.sheet_png).shape == (68, 626)  # ten 56 px digits, 6 px gaps
+
+
+def test_empty_drawing_says_draw_a_digit_first(pad):
+    pad.process_canvas(SEVEN)
+    assert pad.process_canvas(np.zeros((280, 280), np.uint8)) is None
+    assert "draw a digit first" in pad.reading_html.value
+    assert pad.reading is None and pad.z is None
+    assert pixels(pad.sheet_png).max() == 72  # only the grey gaps: no digits
+    pad.receive_png("")  # what Clear sends
+    assert "draw a digit first" in pad.reading_html.value
+
+
+def test_a_png_from_the_browser_takes_the_same_path(pad):
+    url = png_from_canvas(SEVEN)
+    assert url.startswith("data:image/png;base64,")
+    assert np.array_equal(canvas_from_png(url), (SEVEN * 255).round().astype(np.uint8))
+    pad.canvas.png = url  # as if the browser had sent a finished stroke
+    assert pad.reading[0] == 7
+    assert pixels(pad.seen_png).max() > 200
+
+
+def test_a_broken_png_shows_a_message_not_a_traceback(pad):
+    pad.canvas.png = "data:image/png;base64,bm90IGEgcG5n"  # "not a png"
+    assert "could not read the drawing" in pad.reading_html.value
+
+
+def test_bad_arrays_are_refused_by_process_canvas(pad):
+    with pytest.raises(ValueError, match="NaN"):
+        pad.process_canvas(np.full((280, 280), np.nan))
+
+
+def test_the_students_correction_holds_until_clear(pad):
+    pad.process_canvas(VERTICAL)
+    sheet, z = pad.sheet_png, pad.z.clone()
+    pad.digit = 7  # the student says: that was a 7
+    assert "you picked <b>7</b>" in pad.reading_html.value
+    assert pad.sheet_png != sheet and not torch.equal(pad.z, z)
+    pad.process_canvas(VERTICAL)  # another stroke: the correction stays
+    assert pad.digit == 7 and pad.reading[0] == 1
+    pad.clear()
+    pad.process_canvas(ELLIPSE)  # after Clear the classifier presets the picker again
+    assert pad.digit == 0
+
+
+def test_draw_shows_a_drawing_and_clear_empties_the_canvas(pad):
+    assert pad.draw(SEVEN) == 7
+    assert pad.canvas.png.startswith("data:image/png")
+    pad.clear()
+    assert pad.canvas.png == "" and pad.reading is None
+
+
+def test_explore_hands_z_and_digit_to_the_slider_explorer(pad):
+    assert pad.explore() is None  # nothing drawn yet
+    assert "draw a digit first" in pad.reading_html.value
+    pad.process_canvas(SEVEN)
+    explorer = pad.explore()
+    assert explorer.digit == 7
+    assert torch.allclose(explorer.z, pad.z[0].clamp(-3, 3), atol=0.006)  # sliders: 0.01 steps
+    assert pad.explorer_box.children == (explorer.widget,)
+    pad.process_canvas(ELLIPSE)
+    assert pad.explore() is explorer and explorer.digit == 0
+    assert torch.allclose(explorer.z, pad.z[0].clamp(-3, 3), atol=0.006)
+
+
+@pytest.mark.skipif("wide" not in available_pretrained(), reason="no shipped wide model yet")
+def test_works_with_the_wide_model(shipped):
+    pad = DrawingPad("wide", classifier=shipped[1])
+    assert pad.process_canvas(VERTICAL) == 1
+    assert pad.z.shape == (1, pad.model.config.latent_dim)
+    assert pixels(pad.sheet_png).shape == (68, 626)
+
+
+def test_refuses_a_plain_vae(shipped):
+    from lab_utils.model import CVAE
+
+    with pytest.raises(TypeError, match="conditional"):
+        DrawingPad(CVAE("lab-vae"), classifier=shipped[1])
