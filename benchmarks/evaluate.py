@@ -1,0 +1,85 @@
+"""Measure every shipped model and print the comparison table of the README.
+
+    CVAE_LAB_DATA=/path/to/data python benchmarks/evaluate.py
+
+For each checkpoint in lab_utils/pretrained/ (lab, wide, lab-vae, fashion):
+epochs and training time (stored in the checkpoint by lab_utils.train), test
+negative ELBO on the whole test set, IWAE estimates for k = 1, 10, 100 on the
+first --iwae-size test images, and label fidelity (the shipped classifier
+reading --n-per-label prior samples of each digit, temperature 1). Then the
+command that retrains each model. Takes a few minutes on a laptop CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from lab_utils.checkpoints import available_pretrained, load_pretrained
+from lab_utils.data import load_mnist
+from lab_utils.evaluation import (
+    accuracy, load_classifier, measure, pixel_entropy, results_table, train_command,
+)
+
+ORDER = ("lab", "lab-vae", "wide", "fashion")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--iwae-size", type=int, default=1000, help="test images for the IWAE estimates")
+    p.add_argument("--ks", default="1,10,100", help="IWAE sample counts")
+    p.add_argument("--n-per-label", type=int, default=500, help="prior samples per digit")
+    p.add_argument("--models", default=None, help="comma-separated names (default: all shipped)")
+    args = p.parse_args(argv)
+    ks = tuple(int(k) for k in args.ks.split(","))
+    names = args.models.split(",") if args.models else [
+        n for n in ORDER if n in available_pretrained()
+    ] + [n for n in available_pretrained() if n not in ORDER]
+
+    start = time.perf_counter()
+    classifier = load_classifier()
+    tests = {}
+    for dataset in ("mnist", "fashion-mnist"):
+        try:
+            tests[dataset] = load_mnist("test", dataset=dataset, download=False)
+        except FileNotFoundError:
+            pass
+    x, y = tests["mnist"]
+    print(f"classifier: test accuracy {accuracy(classifier, x, y):.4f} on the "
+          f"{x.shape[0]:,} MNIST test digits")
+    for dataset, (xt, _) in tests.items():
+        print(f"{dataset}: entropy of the grey pixels (floor of every figure) "
+              f"{pixel_entropy(xt):.1f} nats/image")
+
+    rows, commands = {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        torch.manual_seed(0)
+        model = load_pretrained(name)
+        dataset = model.checkpoint_info["train_config"].get("dataset", "mnist")
+        if dataset not in tests:
+            print(f"skipping {name}: no {dataset} test set found")
+            continue
+        xt, yt = tests[dataset]
+        rows[name] = measure(model, xt, yt, classifier if dataset == "mnist" else None,
+                             ks=ks, iwae_size=args.iwae_size, n_per_label=args.n_per_label)
+        commands[name] = train_command(model.checkpoint_info)
+        print(f"measured {name} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    print()
+    print(results_table(rows))
+    print()
+    print("Label fidelity per requested digit:")
+    print()
+    print(results_table({n: r for n, r in rows.items() if r["fidelity"]}, per_label=True))
+    print()
+    print("Reproduce (training time is wall-clock on the machine that trained it):")
+    for name, cmd in commands.items():
+        print(f"  {name}: {cmd} --out checkpoints/{name}.pt")
+    print(f"\n(all measured in {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
