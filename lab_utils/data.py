@@ -105,12 +105,14 @@ def _not_found(key: str, folder: Path, cause: Exception | None) -> DataNotFoundE
         " or install Debian's package dataset-fashion-mnist"
         if key == "fashion-mnist" else ""
     )
-    why = f" (download failed: {cause})" if cause is not None else ""
+    if cause is not None:
+        why, last = f" (download failed: {cause})", ""
+    else:
+        why, last = "", ", or allow the download with download=True on a machine with internet access"
     return DataNotFoundError(
         f"{key} not found: expected the files {files} in {folder}{why}. "
         f"Put them there, set ${DATA_ENV} to the folder that holds "
-        f"{folder.parent.name}/raw/, pass root=...{hint}, or allow the download "
-        f"with download=True on a machine with internet access."
+        f"{folder.parent.name}/raw/, pass root=...{hint}{last}."
     )
 
 
