@@ -437,6 +437,7 @@ def measure(model: CVAE, x_test: torch.Tensor, y_test: torch.Tensor,
         "dataset": (info.get("train_config") or {}).get("dataset", "mnist"),
         "epochs": info.get("epochs"),
         "train_seconds": (info.get("metrics") or {}).get("train_seconds"),
+        "train_cpu_seconds": (info.get("metrics") or {}).get("train_cpu_seconds"),
         "test_nelbo": test_nelbo(model, x_test, y_test, seed=seed),
         "iwae_size": x_sub.shape[0],
         "test_nelbo_subset": test_nelbo(model, x_sub, y_sub, seed=seed),
@@ -453,7 +454,8 @@ def train_command(checkpoint_info: dict) -> str:
     tc = checkpoint_info.get("train_config") or {}
     parts = ["python -m lab_utils.train", f"--model {tc.get('model', 'lab')}",
              f"--epochs {checkpoint_info.get('epochs', tc.get('epochs'))}"]
-    defaults = {"lr": 1e-3, "batch_size": 128, "seed": 0, "dataset": "mnist"}
+    defaults = {"lr": 1e-3, "lr_schedule": "constant", "batch_size": 128, "seed": 0,
+                "dataset": "mnist", "train_size": None, "test_size": None}
     for key, default in defaults.items():
         if key in tc and tc[key] != default:
             parts.append(f"--{key.replace('_', '-')} {tc[key]}")
@@ -480,13 +482,16 @@ def results_table(rows: dict[str, dict], per_label: bool = False) -> str:
     sizes = {row["iwae_size"] for row in rows.values()}
     on = f" (first {sizes.pop()} test images)" if len(sizes) == 1 else ""
     lines = [
-        "| model | data | epochs | training time | test -ELBO | "
-        + " | ".join(f"IWAE k={k}" for k in ks) + f" | label fidelity |",
-        "|---" * (5 + len(ks) + 1) + "|",
+        "| model | data | epochs | training time | CPU time | test -ELBO | "
+        + " | ".join(f"IWAE k={k}" for k in ks) + " | label fidelity |",
+        "|---" * (6 + len(ks) + 1) + "|",
     ]
+
+    def minutes(secs):
+        return "n/a" if secs is None else f"{secs / 60:.1f} min"
+
     for name, row in rows.items():
-        secs = row.get("train_seconds")
-        time_s = "n/a" if secs is None else f"{secs / 60:.1f} min"
+        time_s = f"{minutes(row.get('train_seconds'))} | {minutes(row.get('train_cpu_seconds'))}"
         iwae = " | ".join(f"{row['iwae'][k]:.1f}" if k in row["iwae"] else "" for k in ks)
         fid = row.get("fidelity")
         lines.append(
@@ -495,7 +500,8 @@ def results_table(rows: dict[str, dict], per_label: bool = False) -> str:
         )
     lines.append("")
     lines.append(f"Nats per image, lower is better. IWAE estimates{on}; "
-                 f"label fidelity at temperature 1.")
+                 f"label fidelity at temperature 1. Training time is wall-clock, CPU "
+                 f"time sums all threads (it grows less when other jobs share the CPU).")
     return "\n".join(lines)
 
 

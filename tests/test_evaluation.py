@@ -215,3 +215,37 @@ def test_interpolate_rejects_a_batch(trained, small_batch):
     x, y = small_batch
     with pytest.raises(ValueError, match="one image"):
         ev.interpolate(trained, x[:2], y[0], x[1], y[1])
+
+
+# ---------------------------------------------------------------- shipped models
+
+def test_shipped_wide_model_explains_digits_better_than_the_lab_model(trained, mnist_test):
+    x, y = mnist_test
+    wide = load_pretrained("wide")
+    assert wide.config.conditional and wide.config.enc_strides == (2, 2)
+    assert ev.test_nelbo(wide, x[:500], y[:500]) < ev.test_nelbo(trained, x[:500], y[:500])
+    assert ev.test_nelbo(wide, x[:500], y[:500]) < 100
+
+
+def test_train_command_reproduces_the_shipped_training_settings():
+    from lab_utils.train import parse_args
+
+    for name in ("wide", "fashion"):
+        info = load_pretrained(name).checkpoint_info
+        command = ev.train_command(info)
+        assert command.startswith("python -m lab_utils.train ")
+        args = vars(parse_args(command.split()[3:]))
+        for key in ("model", "epochs", "lr", "lr_schedule", "batch_size", "seed", "dataset"):
+            assert args[key] == info["train_config"][key], (name, key, command)
+
+
+def test_results_table_has_a_row_per_model(trained, classifier, small_batch):
+    x, y = small_batch
+    row = ev.measure(trained, x, y, classifier, ks=(1, 4), iwae_size=16, n_per_label=5)
+    assert row["iwae_size"] == 16 and set(row["iwae"]) == {1, 4}
+    table = ev.results_table({"lab": row, "again": row})
+    lines = table.splitlines()
+    assert lines[0].count("|") == lines[2].count("|") == 10  # 9 columns
+    assert lines[2].startswith("| lab | mnist | ") and f"{row['test_nelbo']:.1f}" in lines[2]
+    per = ev.results_table({"lab": row}, per_label=True).splitlines()
+    assert len(per) == 3 and per[2].count("%") == 10
