@@ -35,7 +35,7 @@ from .data import load_mnist
 from .labels import NUM_CLASSES, check_labels
 from .losses import iwae_bound
 from .model import CVAE, check_images
-from .train import evaluate
+from .train import TrainConfig, evaluate
 
 CLASSIFIER_PATH = PRETRAINED_DIR / "classifier.pt"
 
@@ -297,6 +297,47 @@ def iwae_curve(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
     return {int(k): iwae_nll(model, x, y, k=int(k), seed=seed) for k in ks}
 
 
+@torch.inference_mode()
+def feature_spread(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per digit, how much the encoder's last feature maps vary between images: (10,).
+
+    Why: the label maps are constant, so in the first convolution they add a
+    constant per class. If training pushes that constant so far that the
+    narrow ReLU layers (3 maps, then 1 map in the lab model) turn off, or turn
+    into one constant, for every image of a digit, those images never reach
+    z: the digit is *silent*, all its images get the same code, its
+    reconstructions are all alike and its samples ignore z. Its spread here is
+    0, while a healthy digit's is of the order of the others'.
+    Returned: the standard deviation over the digit's images, averaged over
+    the feature positions (NaN for a digit with fewer than two images).
+    For a plain VAE, ``y`` only groups the images by digit.
+    """
+    check_labels(y, NUM_CLASSES)
+    was_training = model.training
+    model.eval()
+    h = model.encoder.features(x.to(model.device), y.to(model.device))  # (B, C, H, W)
+    h = h.flatten(1).float().cpu()  # (B, C, H, W) -> (B, C*H*W)
+    model.train(was_training)
+    y = y.cpu()
+    spread = torch.full((NUM_CLASSES,), float("nan"))
+    for d in range(NUM_CLASSES):
+        if (y == d).sum() >= 2:
+            spread[d] = h[y == d].std(dim=0).mean()  # (n_d, C*H*W) -> (C*H*W,) -> ()
+    return spread
+
+
+def silent_digits(model: CVAE, x: torch.Tensor, y: torch.Tensor,
+                  tolerance: float = 0.02) -> list[int]:
+    """The digits whose images (almost) never reach z: spread below ``tolerance``
+    times the median digit's (see :func:`feature_spread`)."""
+    if not model.config.conditional:
+        raise ValueError("silent_digits needs a conditional model: a plain VAE has no label "
+                         "channels to silence a digit with; use feature_spread on its own")
+    spread = feature_spread(model, x, y)
+    typical = spread.nanmedian()
+    return [d for d in range(NUM_CLASSES) if spread[d] <= tolerance * typical]
+
+
 def pixel_entropy(x: torch.Tensor) -> float:
     """Mean over images of the summed Bernoulli entropy of the grey pixels, in nats.
 
@@ -454,10 +495,9 @@ def train_command(checkpoint_info: dict) -> str:
     tc = checkpoint_info.get("train_config") or {}
     parts = ["python -m lab_utils.train", f"--model {tc.get('model', 'lab')}",
              f"--epochs {checkpoint_info.get('epochs', tc.get('epochs'))}"]
-    defaults = {"lr": 1e-3, "lr_schedule": "constant", "batch_size": 128, "seed": 0,
-                "dataset": "mnist", "train_size": None, "test_size": None}
-    for key, default in defaults.items():
-        if key in tc and tc[key] != default:
+    defaults = TrainConfig()  # flags equal to the command line's defaults are left out
+    for key in ("lr", "lr_schedule", "batch_size", "seed", "dataset", "train_size", "test_size"):
+        if key in tc and tc[key] != getattr(defaults, key):
             parts.append(f"--{key.replace('_', '-')} {tc[key]}")
     return " ".join(parts)
 

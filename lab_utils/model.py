@@ -147,14 +147,23 @@ class Encoder(nn.Module):
         self.fc_mu = nn.Linear(config.enc_hidden, config.latent_dim)
         self.fc_logvar = nn.Linear(config.enc_hidden, config.latent_dim)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The convolutional part: image (+ label maps) -> the last ReLU's feature maps.
+
+        Kept separate so that the narrowest layer can be inspected: in the lab
+        model it is a single 28x28 map, and if it is zero for every image of a
+        digit, that digit's images never reach z (see 07_evaluation.ipynb).
+        """
         h = x
         if self.config.conditional:
             labels = expand_labels(
                 y, x.shape[2], x.shape[3], self.config.num_classes
             ).to(x.dtype)  # (B,) -> (B, 10, 28, 28), a view
             h = torch.cat([x, labels], dim=1)  # (B, 1, 28, 28) + (B, 10, 28, 28) -> (B, 11, 28, 28)
-        h = self.conv(h)  # lab: (B, 11, 28, 28) -> (B, 1, 28, 28)
+        return self.conv(h)  # lab: (B, 11, 28, 28) -> (B, 1, 28, 28)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(x, y)  # lab: (B, 1, 28, 28)
         h = self.fc(h.flatten(1))  # (B, 1, 28, 28) -> (B, 784) -> (B, 400)
         return self.fc_mu(h), self.fc_logvar(h)  # (B, 20), (B, 20)
 

@@ -34,7 +34,10 @@ class TrainConfig:
     epochs: int = 10              # total epochs (a resumed run trains up to this many)
     batch_size: int = 128         # as in pytorch/examples vae/main.py
     lr: float = 1e-3              # Adam; 3e-3 can kill the lab model's 1-channel ReLU layer
-    seed: int = 0                 # shuffling, initialisation and noise
+    # Shuffling, initialisation and noise. Not 0: from seed 0 the narrow ReLU
+    # layers of the lab encoder shut the 5s and 8s out of z (123 nats after 10
+    # epochs instead of 109); evaluation.silent_digits checks a trained model.
+    seed: int = 1
     log_every: int = 10           # record the loss every this many batches (the seed's Figure 3)
     dataset: str = "mnist"        # or "fashion-mnist"
     train_size: int | None = None # None: the whole training set (60,000)

@@ -89,3 +89,35 @@ def test_shipped_lab_model_generates_digits():
     assert images.shape == (10, 1, 28, 28)
     ink = images.mean().item()
     assert 0.05 < ink < 0.3  # digits: mostly black background, some white ink
+
+
+def test_ship_drops_the_optimizer_and_halves_the_file(tmp_path, small_batch):
+    torch.manual_seed(0)
+    model = CVAE()
+    optimizer = torch.optim.Adam(model.parameters())
+    x, y = small_batch
+    model(x, y)[0].sum().backward()
+    optimizer.step()
+    src = save_checkpoint(tmp_path / "train.pt", model, optimizer=optimizer, epochs=3,
+                          metrics={"test_nelbo": 123.4})
+    dst = tmp_path / "pretrained" / "shipped.pt"
+    shipped = checkpoints.ship(src, dst)
+    assert shipped["optimizer"] is None and shipped["epochs"] == 3
+    assert shipped["metrics"] == {"test_nelbo": 123.4}
+    assert all(v.dtype == torch.float16 for v in shipped["state_dict"].values())
+    assert dst.stat().st_size < 0.3 * src.stat().st_size  # no Adam moments, half the bytes
+    reloaded, _ = load_checkpoint(dst)
+    assert next(reloaded.parameters()).dtype == torch.float32
+    model.eval()
+    with torch.no_grad():
+        mu, _ = model.encode(x, y)
+        mu16, _ = reloaded.encode(x, y)
+    assert torch.allclose(mu, mu16, atol=2e-2)  # float16 rounding only
+
+
+def test_ship_cli_refuses_a_missing_source(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        checkpoints.main([str(tmp_path / "nope.pt"), str(tmp_path / "out.pt")])
+    assert exc.value.code == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()

@@ -9,7 +9,6 @@ import torch
 from PIL import Image
 
 from lab_utils import load_pretrained
-from lab_utils.checkpoints import available_pretrained
 from lab_utils.drawing_pad import DrawingPad, canvas_from_png, png_from_canvas
 from lab_utils.evaluation import load_classifier
 from lab_utils.handwriting import draw_strokes, to_mnist
@@ -128,7 +127,6 @@ def test_explore_hands_z_and_digit_to_the_slider_explorer(pad):
     assert torch.allclose(explorer.z, pad.z[0].clamp(-3, 3), atol=0.006)
 
 
-@pytest.mark.skipif("wide" not in available_pretrained(), reason="no shipped wide model yet")
 def test_works_with_the_wide_model(shipped):
     pad = DrawingPad("wide", classifier=shipped[1])
     assert pad.process_canvas(VERTICAL) == 1

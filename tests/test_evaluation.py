@@ -217,6 +217,47 @@ def test_interpolate_rejects_a_batch(trained, small_batch):
         ev.interpolate(trained, x[:2], y[0], x[1], y[1])
 
 
+# ---------------------------------------------------------------- silent digits
+
+def _silence(model: CVAE, digit: int) -> CVAE:
+    """Make ``digit``'s label channel push the first convolution far below zero:
+    its 3 maps, then (with a negative bias) the one map after them, are all zero."""
+    torch.manual_seed(0)
+    conv1, conv2 = model.encoder.conv[0], model.encoder.conv[2]
+    with torch.no_grad():
+        conv1.weight.abs_()
+        conv1.bias.fill_(0.1)  # every other digit: positive maps everywhere
+        conv1.weight[:, 1 + digit] = -100.0  # (3, 11, 3, 3): input channel 1 + d is label d
+        conv2.weight.abs_()
+        conv2.bias.fill_(-0.05)
+    return model
+
+
+def test_feature_spread_finds_a_digit_whose_image_never_reaches_z(small_batch):
+    x, y = small_batch
+    model = _silence(CVAE("lab"), 5)
+    spread = ev.feature_spread(model, x, y)
+    assert spread.shape == (10,)
+    assert spread[5] == 0.0
+    assert all(spread[d] > 0.01 for d in range(10) if d != 5 and (y == d).sum() >= 2)
+    assert ev.silent_digits(model, x, y) == [5]
+    mu, _ = model.encode(x[y == 5], y[y == 5])
+    assert torch.allclose(mu, mu[:1].expand_as(mu))  # every 5 gets the same code
+
+
+def test_shipped_lab_model_has_no_silent_digit(trained, mnist_test):
+    x, y = mnist_test
+    spread = ev.feature_spread(trained, x[:2000], y[:2000])
+    assert ev.silent_digits(trained, x[:2000], y[:2000]) == [], spread
+    assert spread.min() > 0.3 * spread.max()
+
+
+def test_silent_digits_refuses_a_plain_vae(small_batch):
+    x, y = small_batch
+    with pytest.raises(ValueError, match="needs a conditional model"):
+        ev.silent_digits(CVAE("lab-vae"), x, y)
+
+
 # ---------------------------------------------------------------- shipped models
 
 def test_shipped_wide_model_explains_digits_better_than_the_lab_model(trained, mnist_test):
