@@ -209,27 +209,3 @@ def ship(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> d
                     metrics=ckpt["metrics"], epochs=ckpt["epochs"])
     return read_checkpoint(dst)
 
-
-def main(argv=None) -> int:
-    """``python -m lab_utils.checkpoints SRC DST``: ship a trained checkpoint."""
-    import argparse
-
-    p = argparse.ArgumentParser(
-        description="Ship a training checkpoint: drop the optimizer state, store float16 "
-                    "weights (e.g. checkpoints/wide.pt -> lab_utils/pretrained/wide.pt).")
-    p.add_argument("src", help="a checkpoint written by `python -m lab_utils.train --out`")
-    p.add_argument("dst", help="where to write the shipped copy")
-    p.add_argument("--float32", action="store_true", help="keep float32 weights")
-    args = p.parse_args(argv)
-    try:
-        ckpt = ship(args.src, args.dst, half=not args.float32)
-    except CheckpointError as exc:
-        p.error(str(exc))
-    size = Path(args.dst).stat().st_size / 1e6
-    print(f"shipped {args.src} -> {args.dst} ({size:.2f} MB): {ckpt['epochs']} epochs, "
-          f"metrics {ckpt['metrics']}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
