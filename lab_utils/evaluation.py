@@ -24,7 +24,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from .checkpoints import CheckpointError, PRETRAINED_DIR, read_checkpoint, save_
 from .data import load_mnist
 from .labels import NUM_CLASSES, check_labels
 from .losses import iwae_bound
-from .model import CVAE, check_images
+from .model import CVAE, StoredConfig, check_images
 from .train import TrainConfig, evaluate
 
 CLASSIFIER_PATH = PRETRAINED_DIR / "classifier.pt"
@@ -45,7 +45,7 @@ CLASSIFIER_PATH = PRETRAINED_DIR / "classifier.pt"
 # --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(StoredConfig):
     """Architecture of the digit classifier. Stored in its checkpoint."""
 
     channels: tuple[int, ...] = (16, 32)  # conv widths; each block halves the image
@@ -60,18 +60,6 @@ class ClassifierConfig:
                 f"image_size={self.image_size} cannot be halved {len(self.channels)} times"
             )
 
-    def to_dict(self) -> dict:
-        """Plain types only, so the checkpoint loads with ``weights_only=True``."""
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ClassifierConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown ClassifierConfig fields {sorted(unknown)}")
-        return cls(**d)
 
 
 class Classifier(nn.Module):

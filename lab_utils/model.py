@@ -17,8 +17,29 @@ from torch import nn
 from .labels import NUM_CLASSES, check_labels, expand_labels, one_hot
 
 
+class StoredConfig:
+    """What a configuration dataclass needs to travel inside a checkpoint.
+
+    ``to_dict`` gives plain types only (tuples become lists), so the checkpoint
+    loads with ``torch.load(weights_only=True)``; ``from_dict`` refuses fields
+    it does not know rather than silently dropping them.
+    """
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class CVAEConfig:
+class CVAEConfig(StoredConfig):
     """Architecture of a (conditional) VAE. Stored in every checkpoint."""
 
     latent_dim: int = 20                  # size of z
@@ -60,18 +81,6 @@ class CVAEConfig:
             size = (size - 1) // s + 1  # (H + 2 - 3) // s + 1
         return size
 
-    def to_dict(self) -> dict:
-        """Plain types only, so checkpoints load with ``weights_only=True``."""
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CVAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown CVAEConfig fields {sorted(unknown)}")
-        return cls(**d)
 
 
 CONFIGS: dict[str, CVAEConfig] = {
