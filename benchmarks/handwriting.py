@@ -34,6 +34,8 @@ from lab_utils.drawing_pad import DrawingPad, png_from_canvas
 from lab_utils.evaluation import accuracy, classify, load_classifier
 from lab_utils.handwriting import analogies, as_pad_drawing, shrink_canvas, to_mnist
 
+from machine import contention_note, load_average  # benchmarks/machine.py
+
 TARGET_POINTS = 1.0                      # preprocessing: at most 1 point below the originals
 TARGET_FIDELITY = {"lab": 0.95, "wide": 0.97}
 TARGET_MEDIAN_MS = 20.0
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"handwriting benchmark: torch {torch.__version__}, {torch.get_num_threads()} torch "
           f"threads, {os.cpu_count()} CPUs, load average {load:.1f} at start")
 
@@ -159,9 +161,7 @@ def main(argv=None) -> int:
               f"  |  cpu median {statistics.median(cpu):6.2f} ms"
               f"  (target median <= {TARGET_MEDIAN_MS:.0f} ms: "
               f"{'met' if med <= TARGET_MEDIAN_MS else 'NOT met'})")
-    if load > (os.cpu_count() or 1):
-        print(f"note: load average {load:.1f} > {os.cpu_count()} CPUs: other jobs share the "
-              f"cores; wall times include waiting for them (compare the cpu column)")
+    contention_note(load)
     return 0
 
 

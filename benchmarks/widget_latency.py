@@ -28,6 +28,8 @@ from lab_utils import load_pretrained
 from lab_utils.runtime import get_device
 from lab_utils.widgets import LatentExplorer
 
+from machine import contention_note, load_average  # benchmarks/machine.py
+
 TARGET_MEDIAN_MS = 15.0
 TARGET_P95_MS = 40.0
 
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
     device = get_device(args.device)
     explorer = LatentExplorer(load_pretrained(args.model, device=device), digit=0, seed=0)
     drive(explorer, args.warmup, seed=1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     times = drive(explorer, args.updates, seed=0)
 
     print(f"widget latency: model {args.model!r} on {device}, torch {torch.__version__}, "
@@ -102,9 +104,7 @@ def main(argv=None) -> int:
     ok = med <= TARGET_MEDIAN_MS and p95 <= TARGET_P95_MS
     print(f"target: median <= {TARGET_MEDIAN_MS:.0f} ms, p95 <= {TARGET_P95_MS:.0f} ms (wall): "
           f"{'met' if ok else 'NOT met'}")
-    if load > (os.cpu_count() or 1):
-        print(f"note: load average {load:.1f} > {os.cpu_count()} CPUs: other jobs share the "
-              f"cores; wall times include waiting for them (compare the cpu column)")
+    contention_note(load)
     return 0
 
 

@@ -29,7 +29,9 @@ from .checkpoints import load_pretrained
 from .evaluation import classify, load_classifier
 from .handwriting import PAD_SIZE, PEN_FRACTION, EmptyDrawingError, to_mnist
 from .model import CVAE
-from .widgets import ROW_GAP, ROW_SCALE, cpu_threads, png_bytes, row_pixels, upscale
+from .widgets import (
+    ROW_GAP, ROW_SCALE, ShowsWidget, cpu_threads, png_bytes, row_pixels, upscale,
+)
 
 SEEN_SCALE = 4      # the 28x28 image the model sees, shown at 112 px
 EMPTY_MESSAGE = "draw a digit first"
@@ -183,7 +185,7 @@ def png_from_canvas(canvas) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-class DrawingPad:
+class DrawingPad(ShowsWidget):
     """Draw a digit; see what the model sees, what the classifier reads, and the
     ten digits decoded from your drawing's z.
 
@@ -395,15 +397,6 @@ class DrawingPad:
     def sheet_png(self) -> bytes:
         """PNG bytes of the row of ten digits, as shown."""
         return bytes(self.sheet_image.value)
-
-    # ----- display --------------------------------------------------------------------
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def __repr__(self) -> str:
         reading = "empty" if self.reading is None else f"reads {self.reading[0]}"

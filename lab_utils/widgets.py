@@ -114,7 +114,20 @@ def _default_class_names(model) -> tuple[str, ...]:
     return tuple(names)
 
 
-class LatentExplorer:
+class ShowsWidget:
+    """Lets an object that holds a ``widget`` display as that widget in Jupyter,
+    so a notebook cell can end with ``explorer`` or ``pad`` instead of ``.widget``."""
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class LatentExplorer(ShowsWidget):
     """Sliders for the label and for each dimension of z, driving the decoder live.
 
     ``model`` is any :class:`~lab_utils.model.CVAE` (``None`` loads the shipped
@@ -363,15 +376,6 @@ class LatentExplorer:
     def row_png(self) -> bytes:
         """PNG bytes of the row: the same z with every label (empty for a plain VAE)."""
         return bytes(self.row.value)
-
-    # ----- display --------------------------------------------------------------------
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
     def __repr__(self) -> str:
         return (f"LatentExplorer(digit={self.digit}, temperature={self.temperature:.2f}, "
