@@ -484,8 +484,7 @@ def train_command(checkpoint_info: dict) -> str:
     parts = ["python -m lab_utils.train", f"--model {tc.get('model', 'lab')}",
              f"--epochs {checkpoint_info.get('epochs', tc.get('epochs'))}"]
     defaults = TrainConfig()  # flags equal to the command line's defaults are left out
-    for key in ("lr", "lr_schedule", "decay_epochs", "batch_size", "seed", "dataset",
-                "train_size", "test_size"):
+    for key in ("lr", "lr_schedule", "batch_size", "seed", "dataset", "train_size", "test_size"):
         if key in tc and tc[key] != getattr(defaults, key):
             parts.append(f"--{key.replace('_', '-')} {tc[key]}")
     return " ".join(parts)

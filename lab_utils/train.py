@@ -44,9 +44,6 @@ class TrainConfig:
     test_size: int | None = None  # None: the whole test set (10,000)
     channels_last: bool = True    # faster convolutions on CPU
     lr_schedule: str = "constant" # or "cosine": decay the lr to 0 over the run (short runs end lower)
-    # With "cosine": decay over only the last this many epochs, after a constant
-    # lr (None: the whole run). A long run explores at the full lr, then settles.
-    decay_epochs: int | None = None
 
     def __post_init__(self):
         get_config(self.model)  # fails early on an unknown name
@@ -57,13 +54,6 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.decay_epochs is not None:
-            if self.lr_schedule != "cosine":
-                raise ValueError("decay_epochs only applies to lr_schedule='cosine'; "
-                                 "add --lr-schedule cosine or drop --decay-epochs")
-            if not 1 <= self.decay_epochs <= self.epochs:
-                raise ValueError(f"decay_epochs must be between 1 and epochs ({self.epochs}), "
-                                 f"got {self.decay_epochs}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -101,16 +91,11 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     """The learning rate at batch ``step`` of ``total_steps``: constant, or a cosine
-    decay from ``config.lr`` to 0 (over the whole run, or over its last
-    ``config.decay_epochs`` epochs after a constant stretch). A function of the
-    step alone, so a resumed run continues the same curve."""
-    if config.lr_schedule != "cosine":
-        return config.lr
-    decay_steps = total_steps
-    if config.decay_epochs is not None:
-        decay_steps = round(total_steps * config.decay_epochs / config.epochs)
-    into_decay = max(0, step - (total_steps - decay_steps))  # steps since the decay began
-    return config.lr * 0.5 * (1 + math.cos(math.pi * into_decay / decay_steps))
+    decay from ``config.lr`` to 0. A function of the step alone, so a resumed run
+    continues the same curve."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    return config.lr
 
 
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -299,8 +284,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
                    help="cosine: decay the learning rate to 0 over the run")
-    p.add_argument("--decay-epochs", type=int, default=d.decay_epochs,
-                   help="with --lr-schedule cosine: decay over only the last N epochs")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
@@ -317,8 +300,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, lr_schedule=args.lr_schedule,
-                             decay_epochs=args.decay_epochs, seed=args.seed, dataset=args.dataset,
+                             lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, dataset=args.dataset,
                              train_size=args.train_size, test_size=args.test_size)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

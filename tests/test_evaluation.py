@@ -280,17 +280,6 @@ def test_train_command_reproduces_the_shipped_training_settings():
             assert args[key] == info["train_config"][key], (name, key, command)
 
 
-def test_train_command_keeps_a_cosine_tail():
-    from lab_utils.train import parse_args
-
-    info = {"epochs": 100, "train_config": {"model": "lab", "epochs": 100, "lr": 1e-3,
-            "lr_schedule": "cosine", "decay_epochs": 20, "seed": 3}}
-    command = ev.train_command(info)
-    args = vars(parse_args(command.split()[3:]))
-    assert (args["epochs"], args["lr_schedule"], args["decay_epochs"], args["seed"]) == (
-        100, "cosine", 20, 3), command
-
-
 def test_results_table_has_a_row_per_model(trained, classifier, small_batch):
     x, y = small_batch
     row = ev.measure(trained, x, y, classifier, ks=(1, 4), iwae_size=16, n_per_label=5)

@@ -38,30 +38,3 @@ def test_cosine_run_sets_the_optimizer_lr_each_step(mnist_test):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(learning_rate(config, 7, 8))
     assert optimizer.param_groups[0]["lr"] < 0.05 * config.lr
     assert history.epoch_train_nelbo[1] < history.epoch_train_nelbo[0]
-
-
-def test_cosine_tail_keeps_the_lr_then_decays_over_the_last_epochs():
-    # 10 epochs of 10 steps, decay over the last 2: constant for 80 steps, then a half cosine.
-    config = TrainConfig(epochs=10, lr=1e-3, lr_schedule="cosine", decay_epochs=2)
-    assert [learning_rate(config, s, 100) for s in (0, 40, 80)] == [pytest.approx(1e-3)] * 3
-    assert learning_rate(config, 90, 100) == pytest.approx(5e-4)
-    assert learning_rate(config, 100, 100) == pytest.approx(0.0, abs=1e-12)
-    tail = [learning_rate(config, s, 100) for s in range(80, 101)]
-    assert all(a > b for a, b in zip(tail, tail[1:]))
-
-
-def test_decay_over_all_epochs_is_the_plain_cosine():
-    whole = TrainConfig(epochs=10, lr=1e-3, lr_schedule="cosine", decay_epochs=10)
-    plain = TrainConfig(epochs=10, lr=1e-3, lr_schedule="cosine")
-    assert [learning_rate(whole, s, 100) for s in range(101)] == pytest.approx(
-        [learning_rate(plain, s, 100) for s in range(101)])
-
-
-@pytest.mark.parametrize("kwargs, message", [
-    ({"decay_epochs": 2}, "only applies to lr_schedule='cosine'"),
-    ({"lr_schedule": "cosine", "decay_epochs": 0}, "between 1 and epochs"),
-    ({"lr_schedule": "cosine", "decay_epochs": 11}, "between 1 and epochs"),
-])
-def test_bad_decay_epochs_are_rejected(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(epochs=10, **kwargs)
