@@ -271,7 +271,7 @@ def test_shipped_wide_model_explains_digits_better_than_the_lab_model(trained, m
 def test_train_command_reproduces_the_shipped_training_settings():
     from lab_utils.train import parse_args
 
-    for name in ("wide", "fashion"):
+    for name in ("lab", "wide", "fashion"):
         info = load_pretrained(name).checkpoint_info
         command = ev.train_command(info)
         assert command.startswith("python -m lab_utils.train ")
