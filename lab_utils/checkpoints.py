@@ -208,4 +208,3 @@ def ship(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True) -> d
     save_checkpoint(dst, model, train_config=ckpt["train_config"], history=ckpt["history"],
                     metrics=ckpt["metrics"], epochs=ckpt["epochs"])
     return read_checkpoint(dst)
-

@@ -61,7 +61,6 @@ class ClassifierConfig(StoredConfig):
             )
 
 
-
 class Classifier(nn.Module):
     """A small CNN: (B, 1, 28, 28) in [0, 1] -> logits (B, 10).
 

@@ -82,7 +82,6 @@ class CVAEConfig(StoredConfig):
         return size
 
 
-
 CONFIGS: dict[str, CVAEConfig] = {
     # The seed architecture, layer for layer.
     "lab": CVAEConfig(),
