@@ -18,15 +18,17 @@ import torchvision
 DATA_ENV = "CVAE_LAB_DATA"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO_ROOT / "data"
-# Where Debian's package ``dataset-fashion-mnist`` puts its (gzipped) files.
+# Where Debian's package ``dataset-fashion-mnist`` puts its (gzipped) files;
+# ``$CVAE_LAB_DEBIAN_FASHION`` overrides it (an empty folder hides the package).
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_FASHION_ENV = "CVAE_LAB_DEBIAN_FASHION"
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-_RAW_FILES = (
+RAW_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
 )
@@ -37,7 +39,13 @@ _DATASETS = {
 
 
 class DataNotFoundError(FileNotFoundError):
-    """The dataset files are not where we looked and could not be downloaded."""
+    """The dataset files are not where we looked and could not be downloaded.
+
+    ``download_error`` is a one-line summary of why the download failed (``None``
+    when no download was tried).
+    """
+
+    download_error: str | None = None
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -89,31 +97,81 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     return data.view(*dims)  # (N*28*28,) -> (N, 28, 28) or (N,)
 
 
+def debian_fashion_dir() -> Path:
+    """The folder of Debian's ``dataset-fashion-mnist`` files (``$CVAE_LAB_DEBIAN_FASHION``
+    if set, else ``/usr/share/datasets/fashion-mnist``)."""
+    env = os.environ.get(DEBIAN_FASHION_ENV, "").strip()
+    return Path(env).expanduser() if env else DEBIAN_FASHION_DIR
+
+
 def _debian_fashion(train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Fashion-MNIST from Debian's package, if it is installed."""
+    return _read_raw(debian_fashion_dir(), train)
+
+
+def _read_raw(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A split's two raw files read from ``folder`` (each gzipped or not), if both
+    are there: torchvision itself wants them unpacked."""
     prefix = "train" if train else "t10k"
-    images = DEBIAN_FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz"
-    labels = DEBIAN_FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz"
-    if images.is_file() and labels.is_file():
-        return read_idx(images), read_idx(labels)
-    return None
+    found = []
+    for kind in ("images-idx3", "labels-idx1"):
+        name = f"{prefix}-{kind}-ubyte"
+        path = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+        if path is None:
+            return None
+        found.append(read_idx(path))
+    return found[0], found[1]
+
+
+def missing_files(
+    dataset: str = "mnist", root: str | os.PathLike | None = None
+) -> list[str]:
+    """The raw files of ``dataset`` not found (gzipped or not) under ``data_root(root)``;
+    ``[]`` when all four are there (for Fashion-MNIST: or in Debian's package).
+
+    A cheap check that reads nothing: the tests use it to stop early, with one
+    message, when MNIST is missing.
+    """
+    key = _dataset_key(dataset)
+    folder = data_root(root) / _DATASETS[key][1] / "raw"
+
+    def found(name: str, where: Path) -> bool:
+        return (where / name).is_file() or (where / f"{name}.gz").is_file()
+
+    missing = [name for name in RAW_FILES if not found(name, folder)]
+    if missing and key == "fashion-mnist":
+        debian = debian_fashion_dir()
+        if all(found(name, debian) for name in RAW_FILES):
+            return []
+    return missing
+
+
+def _summary(exc: Exception) -> str:
+    """One line for a failed download: torchvision's message is several lines
+    (one per mirror), whose first and last say what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
 
 
 def _not_found(key: str, folder: Path, cause: Exception | None) -> DataNotFoundError:
-    files = ", ".join(_RAW_FILES)
+    files = ", ".join(RAW_FILES)
     hint = (
-        " or install Debian's package dataset-fashion-mnist"
+        " or install Debian's package (apt-get install dataset-fashion-mnist)"
         if key == "fashion-mnist" else ""
     )
     if cause is not None:
-        why, last = f" (download failed: {cause})", ""
+        why, last = f" (download failed: {_summary(cause)})", ""
     else:
         why, last = "", ", or allow the download with download=True on a machine with internet access"
-    return DataNotFoundError(
+    error = DataNotFoundError(
         f"{key} not found: expected the files {files} in {folder}{why}. "
         f"Put them there, set ${DATA_ENV} to the folder that holds "
         f"{folder.parent.name}/raw/, pass root=...{hint}{last}."
     )
+    error.download_error = _summary(cause) if cause is not None else None
+    return error
 
 
 def load_mnist(
@@ -128,7 +186,9 @@ def load_mnist(
     Files are read through ``torchvision.datasets.MNIST`` (or ``FashionMNIST``)
     from ``data_root(root)``; they are downloaded there if missing and
     ``download`` is true. Fashion-MNIST is also found in Debian's
-    ``dataset-fashion-mnist`` package.
+    ``dataset-fashion-mnist`` package. Missing files raise
+    :class:`DataNotFoundError`, whose message names the files, the folder and
+    ``$CVAE_LAB_DATA``.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -141,7 +201,9 @@ def load_mnist(
         ds = cls(str(root_path), train=train, download=False)
         images, labels = ds.data, ds.targets
     except RuntimeError:
-        found = _debian_fashion(train) if key == "fashion-mnist" else None
+        found = _read_raw(raw_folder, train)
+        if found is None and key == "fashion-mnist":
+            found = _debian_fashion(train)
         if found is not None:
             images, labels = found
         elif not download:
@@ -150,7 +212,10 @@ def load_mnist(
             try:
                 ds = cls(str(root_path), train=train, download=True)
             except Exception as exc:  # no network, read-only folder, ...
-                raise _not_found(key, raw_folder, exc) from exc
+                # from None: torchvision's own "Dataset not found. You can use
+                # download=True" would otherwise head the traceback; the cause
+                # is summarised in the message.
+                raise _not_found(key, raw_folder, exc) from None
             images, labels = ds.data, ds.targets
     x = images.unsqueeze(1).float().div_(255.0)  # (N, 28, 28) uint8 -> (N, 1, 28, 28) in [0, 1]
     y = labels.long()  # (N,)

@@ -1,4 +1,7 @@
-"""Shared fixtures: a small slice of real MNIST, loaded once per session."""
+"""Shared fixtures: real MNIST (and Fashion-MNIST), loaded once per session.
+
+Without MNIST the run stops before any test with one message (../conftest.py).
+"""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +14,19 @@ from lab_utils.data import load_mnist
 def mnist_test():
     """The real MNIST test split (10,000 images), loaded once."""
     return load_mnist("test", download=False)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_test():
+    """The Fashion-MNIST test split; skips (one reason line) when it is not installed."""
+    from lab_utils.data import data_root, missing_files
+
+    if missing_files("fashion-mnist"):
+        pytest.skip(
+            "Fashion-MNIST not installed: apt-get install dataset-fashion-mnist, "
+            f"or put its four files in {data_root() / 'FashionMNIST' / 'raw'}/"
+        )
+    return load_mnist("test", dataset="fashion-mnist", download=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
 """data: MNIST as in-memory tensors, the data root rule, and the offline error."""
+import gzip
+
 import pytest
 import torch
 
@@ -68,9 +70,46 @@ def test_subset_is_reproducible(mnist_test):
     assert a[0].shape == (100, 1, 28, 28) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.skipif(not data.DEBIAN_FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_fashion_mnist_from_debian(tmp_path):
-    x, y = load_mnist("test", root=tmp_path, dataset="fashion-mnist", download=False)
+def test_fashion_mnist(fashion_mnist_test):
+    x, y = fashion_mnist_test
     assert x.shape == (10_000, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
     assert torch.bincount(y).tolist() == [1000] * 10
     assert data.class_names("fashion-mnist")[9] == "Ankle boot"
+
+
+def test_fashion_mnist_from_debian_and_its_absence(fashion_mnist_test, tmp_path, monkeypatch):
+    if not data.DEBIAN_FASHION_DIR.is_dir():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    x, y = load_mnist("test", root=tmp_path, dataset="fashion-mnist", download=False)
+    assert torch.equal(y, fashion_mnist_test[1])
+    monkeypatch.setenv(data.DEBIAN_FASHION_ENV, str(tmp_path / "hidden"))  # hide the package
+    assert data.missing_files("fashion-mnist", root=tmp_path) == list(data.RAW_FILES)
+    with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_mnist("test", root=tmp_path, dataset="fashion-mnist", download=False)
+
+
+def test_gzipped_files_load_offline_and_count_as_present(mnist_test, tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        with gzip.open(raw / f"{name}.gz", "wb") as f:
+            f.write((data_root() / "MNIST" / "raw" / name).read_bytes())
+    assert data.missing_files(root=tmp_path) == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+    x, y = load_mnist("test", root=tmp_path, download=False)
+    assert torch.equal(x, mnist_test[0]) and torch.equal(y, mnist_test[1])
+
+
+def test_failed_download_error_is_not_chained_to_torchvisions(tmp_path, monkeypatch):
+    import torchvision
+
+    def no_network(self, *a, **k):
+        raise RuntimeError("Error downloading x.gz:\nTried mirror A, got:\n<urlopen error no route>\n")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_network)
+    with pytest.raises(DataNotFoundError) as info:
+        load_mnist("test", root=tmp_path, download=True)
+    err = info.value
+    # No "Dataset not found. You can use download=True" above our message.
+    assert err.__cause__ is None and err.__suppress_context__
+    assert err.download_error == "Error downloading x.gz: <urlopen error no route>"
+    assert "\n" not in str(err) and "CVAE_LAB_DATA" in str(err)
