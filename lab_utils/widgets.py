@@ -1,8 +1,12 @@
 """The slider explorer: pick a label and the noise z, and watch the decoder draw.
 
-``explore(model)`` shows a digit picker, one slider per latent dimension, a
-temperature slider and a "new noise" button. Every change decodes the chosen
-label and, beside it, the same z with all ten labels, in ONE batched decode
+``explore(model)`` shows a digit picker, one slider per latent dimension
+(``z0`` ... ``z19``, numbered from 0 like ``z[0]`` ... ``z[19]`` in code and the
+dimensions of notebooks 02 and 03), a temperature slider and a "new noise"
+button. The sliders always show the z the decoder gets: z = temperature x noise,
+so at temperature 0 they all read 0 (and are disabled, as is "new noise").
+Every change decodes the chosen label and, beside it, the same z with all ten
+labels, in ONE batched decode
 under ``torch.inference_mode()``. The pictures are PNG bytes (nearest-neighbour
 upscaling, no matplotlib in the update path) written into ``ipywidgets.Image``
 widgets, so the output updates in place: no flicker, no growing output area.
@@ -36,6 +40,10 @@ _FRAME = 255           # frame drawn around the chosen label in the row
 
 # On high-DPI screens the browser scales images again; keep that scaling sharp too.
 _CSS = "<style>.cvae-explorer img {image-rendering: pixelated;}</style>"
+FROZEN_NOTE = (  # shown while the temperature is 0
+    "temperature 0: z = 0, the average digit of each label. Raise the temperature "
+    "to move the z sliders or to draw new noise."
+)
 
 
 @contextmanager
@@ -132,9 +140,11 @@ class LatentExplorer(ShowsWidget):
 
     ``model`` is any :class:`~lab_utils.model.CVAE` (``None`` loads the shipped
     one; a string names a shipped model, e.g. ``"wide"``). It decodes on the
-    model's own device, so a model on a GPU renders on the GPU. ``z`` starts as
-    the given vector or a draw from N(0, I) seeded by ``seed``; the image shows
-    ``temperature * z``. ``explorer`` alone in a cell displays the controls.
+    model's own device, so a model on a GPU renders on the GPU. The noise starts
+    as the given ``z`` or a draw from N(0, I) seeded by ``seed``. The sliders
+    show ``z = temperature * noise``, exactly the z the pictures decode; moving a
+    slider sets that z (and the noise to z / temperature). ``explorer`` alone in
+    a cell displays the controls.
     """
 
     def __init__(
@@ -168,12 +178,14 @@ class LatentExplorer(ShowsWidget):
         self._generator = torch.Generator().manual_seed(seed)
         if z is None:
             z = torch.randn(self.latent_dim, generator=self._generator)  # (D,)
+        self._noise = self._as_z(z).clamp(-Z_RANGE, Z_RANGE)  # (D,): z = temperature * noise
+        self._syncing = False     # True while the explorer itself moves the noise sliders
         self._hold = 0            # > 0 while several controls change: renders wait
         self._dirty = False       # a change arrived while held
         self._shown_digit = None  # the label the title shows, to skip needless updates
-        self._decoded = (None, None)  # ((z, temperature), pixels) of the last decode
+        self._decoded = (None, None)  # (z, pixels) of the last decode
         self.render_count = 0     # how many times the pictures were redrawn
-        self._build(int(digit), self._as_z(z))
+        self._build(int(digit), self._noise)
         self._render()
 
     # ----- the controls ---------------------------------------------------------------
@@ -202,13 +214,14 @@ class LatentExplorer(ShowsWidget):
         noise_style = widgets.SliderStyle(description_width="initial")
         self.noise_sliders = [
             widgets.FloatSlider(
-                value=float(v), min=-Z_RANGE, max=Z_RANGE, step=0.01, description=f"z{i + 1}",
+                value=float(v), min=-Z_RANGE, max=Z_RANGE, step=0.01, description=f"z{i}",
                 orientation="vertical", readout_format=".1f", continuous_update=True,
                 style=noise_style, layout=noise_layout,
             ).add_class("cvae-explorer-noise")
             for i, v in enumerate(z.tolist())
         ]
         noise_grid = widgets.HBox(self.noise_sliders, layout=widgets.Layout(flex_flow="row wrap"))
+        self.temperature_note = widgets.HTML("").add_class("cvae-explorer-note")
         size = cfg.image_size * BIG_SCALE
         self.image = widgets.Image(
             format="png", layout=widgets.Layout(width=f"{size}px", height=f"{size}px"),
@@ -231,7 +244,10 @@ class LatentExplorer(ShowsWidget):
         )
         controls = widgets.VBox([
             widgets.HBox([self.digit_slider, self.temperature_slider, self.noise_button]),
-            widgets.HTML("<b>noise z</b>, one slider per latent dimension (-3 to 3)"),
+            self.temperature_note,
+            widgets.HTML(
+                f"<b>z = temperature &times; noise</b>, the z the decoder gets: one slider per "
+                f"latent dimension, z0 to z{self.latent_dim - 1} (-3 to 3)"),
             noise_grid,
         ])
         controls.layout.margin = "0 0 0 12px"
@@ -244,9 +260,9 @@ class LatentExplorer(ShowsWidget):
         self.widget = widgets.VBox(rows).add_class("cvae-explorer")
 
         self.digit_slider.observe(self._on_change, names="value")
-        self.temperature_slider.observe(self._on_change, names="value")
+        self.temperature_slider.observe(self._on_temperature, names="value")
         for s in self.noise_sliders:
-            s.observe(self._on_change, names="value")
+            s.observe(self._on_noise_slider, names="value")
         self.noise_button.on_click(lambda _button: self.new_noise())
 
     def _on_change(self, _change) -> None:
@@ -255,6 +271,49 @@ class LatentExplorer(ShowsWidget):
             self._dirty = True
         else:
             self._render()
+
+    def _on_temperature(self, _change) -> None:
+        """The temperature moved: the sliders show the new z = temperature * noise."""
+        with self.hold():
+            self._dirty = True
+            self._show_z()
+
+    def _on_noise_slider(self, change) -> None:
+        """A slider moved: its value is the new z_j, and the noise keeps z_j / temperature.
+
+        At temperature 0 z is 0 whatever the noise, so the slider goes back to 0.
+        """
+        if not self._syncing:
+            j = self.noise_sliders.index(change["owner"])
+            t = self.temperature
+            if t > 0:
+                self._noise[j] = float(change["new"]) / t
+            else:
+                self._set_slider(change["owner"], 0.0)
+        self._on_change(change)
+
+    def _set_slider(self, slider, value: float) -> None:
+        self._syncing = True
+        try:
+            slider.value = value
+        finally:
+            self._syncing = False
+
+    def _show_z(self) -> None:
+        """Move the sliders to z = temperature * noise (clamped to +-3), so they show
+        what the pictures decode. At temperature 0 they read 0 and, like "new noise",
+        are disabled, with a note saying why."""
+        t = self.temperature
+        z = (self._noise * t).clamp(-Z_RANGE, Z_RANGE) + 0.0  # (D,); + 0.0: no "-0.0" readouts
+        with self.hold():
+            for s, v in zip(self.noise_sliders, z.tolist()):
+                self._set_slider(s, v)
+        frozen = t == 0
+        if self.noise_button.disabled != frozen:
+            self.noise_button.disabled = frozen
+            for s in self.noise_sliders:
+                s.disabled = frozen
+            self.temperature_note.value = f"<i>{FROZEN_NOTE}</i>" if frozen else ""
 
     @contextmanager
     def hold(self):
@@ -296,7 +355,8 @@ class LatentExplorer(ShowsWidget):
 
     @property
     def temperature(self) -> float:
-        """Scale applied to z before decoding: 0 gives the 'average' digit, >1 wilder ones."""
+        """Scale applied to the noise, z = temperature * noise: 0 gives the 'average'
+        digit (z = 0), >1 wilder ones. Setting it moves the z sliders."""
         return float(self.temperature_slider.value)
 
     @temperature.setter
@@ -305,24 +365,38 @@ class LatentExplorer(ShowsWidget):
 
     @property
     def z(self) -> torch.Tensor:
-        """The noise vector (latent_dim,) as the sliders hold it (before temperature)."""
+        """The z the pictures decode (latent_dim,), as the sliders show it:
+        temperature * noise, clamped to +-3."""
         return torch.tensor([s.value for s in self.noise_sliders], dtype=torch.float32)
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """The noise (latent_dim,) before the temperature scales it into z."""
+        return self._noise.clone()
 
     @z.setter
     def z(self, value) -> None:
         self.set_z(value)
 
     def set_z(self, z) -> None:
-        """Move every noise slider to ``z`` (values beyond +-3 are clamped), render once."""
-        z = self._as_z(z)
+        """Decode exactly ``z`` (values beyond +-3 are clamped): the sliders move to it
+        and the temperature to 1, so the noise is z itself; renders once."""
+        z = self._as_z(z).clamp(-Z_RANGE, Z_RANGE)
         with self.hold():
-            for s, v in zip(self.noise_sliders, z.tolist()):
-                s.value = v
+            self._noise = z
+            self.temperature_slider.value = 1.0
+            self._dirty = True
+            self._show_z()
 
     def new_noise(self) -> torch.Tensor:
-        """Draw a fresh z from N(0, I) (the explorer's own seeded generator); returns it."""
-        z = torch.randn(self.latent_dim, generator=self._generator)  # (D,)
-        self.set_z(z)
+        """Draw a fresh noise from N(0, I) (the explorer's own seeded generator); the
+        sliders show it times the temperature. Returns the z now decoded: at
+        temperature 0 that stays 0 (the button is disabled there)."""
+        noise = torch.randn(self.latent_dim, generator=self._generator)  # (D,)
+        with self.hold():
+            self._noise = noise.clamp(-Z_RANGE, Z_RANGE)
+            self._dirty = True
+            self._show_z()
         return self.z
 
     # ----- drawing --------------------------------------------------------------------
@@ -332,18 +406,17 @@ class LatentExplorer(ShowsWidget):
         Row ``k`` is label ``k``; the big picture is row ``digit``, so the ten
         pictures cost one batched decode (a plain VAE decodes one picture).
         """
-        n = self.model.config.num_classes if self.conditional else 1
-        z = (self.z * self.temperature).to(self._device)  # (D,)
+        z = self.z.to(self._device)  # (D,): the sliders show exactly the z decoded
         threads = cpu_threads(DECODE_THREADS) if self._device.type == "cpu" else nullcontext()
         with threads, torch.inference_mode():
-            x_hat = self.model.decode(z.expand(n, -1), self._y_row)  # (D,) -> (L, D) -> (L, 1, 28, 28)
+            x_hat = self.model.decode_all_labels(z.view(1, -1), self._y_row)[0]  # (D,) -> (1, D) -> (1, L, 1, 28, 28) -> (L, 1, 28, 28)
             pixels = (x_hat[:, 0] * 255).round_().clamp_(0, 255).to(torch.uint8)  # (L, 28, 28)
         return pixels.cpu().numpy()
 
     def _pixels(self) -> np.ndarray:
-        """The decoded pictures for the current z and temperature, decoding only if
-        they changed: a new label is already in the row, so picking it costs no decode."""
-        key = (tuple(s.value for s in self.noise_sliders), self.temperature_slider.value)
+        """The decoded pictures for the current z, decoding only if it changed: a new
+        label is already in the row, so picking it costs no decode."""
+        key = tuple(s.value for s in self.noise_sliders)
         if self._decoded[0] != key:
             self._decoded = (key, self.decode_pixels())
         return self._decoded[1]

@@ -128,12 +128,73 @@ def test_hold_batches_changes_into_one_render(explorer):
     assert explorer.digit == 1 and explorer.temperature == 0.5
 
 
-def test_temperature_scales_z(model, explorer):
-    z = explorer.z
-    explorer.temperature = 0.0
-    assert torch.equal(explorer.z, z)  # the sliders keep z; the decoder gets 0 * z
+def test_sliders_are_numbered_from_zero_like_the_notebooks(explorer):
+    names = [s.description for s in explorer.noise_sliders]
+    assert names == [f"z{i}" for i in range(20)]  # z0 ... z19, as z[0] ... z[19] in 02 and 03
+    assert "z0 to z19" in explorer.widget.children[0].children[1].children[2].value
+
+
+def test_sliders_show_the_z_decoded_at_every_temperature(model, explorer):
+    noise = explorer.noise
+    assert torch.equal(explorer.z, noise)  # temperature 1: z is the noise
+    explorer.temperature = 0.5
+    assert torch.allclose(explorer.z, 0.5 * noise)  # the sliders show 0.5 * noise ...
+    big = pixels(explorer.image_png)  # ... and the picture decodes exactly that
+    assert np.abs(big.astype(int) - expected_digit(model, explorer.z, 3)).max() <= 1
+    assert torch.equal(explorer.noise, noise)  # the noise itself is kept
+    explorer.temperature = 2.0  # z = 2 * noise, clamped to the sliders' +-3
+    assert torch.allclose(explorer.z, (2 * noise).clamp(-Z_RANGE, Z_RANGE))
     big = pixels(explorer.image_png)
+    assert np.abs(big.astype(int) - expected_digit(model, explorer.z, 3)).max() <= 1
+    explorer.temperature = 1.0
+    assert torch.allclose(explorer.z, noise)
+
+
+def test_temperature_zero_shows_zero_and_freezes_the_noise(model, explorer):
+    noise = explorer.noise
+    explorer.temperature = 0.0
+    assert torch.equal(explorer.z, torch.zeros(20))  # every slider reads 0 ...
+    assert all(s.value == 0 and str(s.value) == "0.0" for s in explorer.noise_sliders)  # (not -0.0)
+    big = pixels(explorer.image_png)  # ... and the picture is decoder(0, 3), the average 3
     assert np.abs(big.astype(int) - expected_digit(model, torch.zeros(20), 3)).max() <= 1
+    # new noise would change nothing visible: disabled, with a note saying why
+    assert explorer.noise_button.disabled
+    assert all(s.disabled for s in explorer.noise_sliders)
+    assert "temperature 0" in explorer.temperature_note.value
+    image = explorer.image_png
+    assert torch.equal(explorer.new_noise(), torch.zeros(20))  # from Python: still z = 0
+    assert torch.equal(explorer.z, torch.zeros(20)) and explorer.image_png == image
+    explorer.noise_sliders[4].value = 2.0  # a slider can't hold z != 0 at temperature 0
+    assert explorer.noise_sliders[4].value == 0 and explorer.image_png == image
+    # raising the temperature shows the noise again (the one drawn meanwhile) and unfreezes
+    explorer.temperature = 1.0
+    assert not torch.equal(explorer.noise, noise)
+    assert torch.equal(explorer.z, explorer.noise)
+    assert not explorer.noise_button.disabled and not explorer.noise_sliders[0].disabled
+    assert explorer.temperature_note.value == ""
+    big = pixels(explorer.image_png)
+    assert np.abs(big.astype(int) - expected_digit(model, explorer.z, 3)).max() <= 1
+
+
+def test_moving_a_slider_sets_z_and_the_noise_follows(model, explorer):
+    explorer.temperature = 0.5
+    explorer.noise_sliders[4].value = 1.0
+    assert explorer.z[4].item() == 1.0  # the slider's value is the z decoded
+    assert explorer.noise[4].item() == pytest.approx(2.0)  # noise = z / temperature
+    big = pixels(explorer.image_png)
+    assert np.abs(big.astype(int) - expected_digit(model, explorer.z, 3)).max() <= 1
+    explorer.temperature = 1.0
+    assert explorer.z[4].item() == pytest.approx(2.0)
+
+
+def test_set_z_decodes_exactly_z_at_temperature_one(model, explorer):
+    explorer.temperature = 0.0
+    z = torch.linspace(-2, 2, 20)
+    explorer.set_z(z)
+    assert explorer.temperature == 1.0 and torch.equal(explorer.z, z)
+    assert not explorer.noise_button.disabled
+    big = pixels(explorer.image_png)
+    assert np.abs(big.astype(int) - expected_digit(model, z, 3)).max() <= 1
 
 
 def test_row_shows_all_ten_labels_with_the_same_z(model, explorer):
