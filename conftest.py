@@ -63,10 +63,6 @@ def no_mnist_message(n_tests: int, n_selected: int, cause: str | None) -> str:
     )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "mnist: needs the MNIST files (see conftest.py)")
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
     if config.option.collectonly:

@@ -255,6 +255,7 @@ def test_every_exercise_function_raises_not_implemented(student_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.mnist
 @pytest.mark.parametrize("name", [p.name for p in _exercise_notebooks()])
 def test_a_student_notebook_runs_top_to_bottom(name, student_dir, monkeypatch):
     """Executed in quick mode from student/: no error, one "not implemented yet" per check."""

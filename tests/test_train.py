@@ -73,6 +73,7 @@ def test_history_round_trips():
     assert History.from_dict(h.to_dict()) == h
 
 
+@pytest.mark.mnist
 def test_command_line_trains_and_saves(tmp_path, capsys):
     out = tmp_path / "cli.pt"
     rc = main(["--epochs", "1", "--train-size", "512", "--test-size", "256", "--out", str(out),
