@@ -1,9 +1,10 @@
 """The drawing pad: draw a digit, and the model writes all ten digits in your hand.
 
-The pad is a 280x280 canvas (an anywidget with inline JavaScript: no npm, no
-build step). Strokes are drawn in the browser, with no round trip per mouse
-move; when a stroke ends the whole canvas goes to Python once, as a PNG. Python
-then runs the update path, in milliseconds on a laptop CPU:
+The pad is a 280x280 canvas (an anywidget whose JavaScript and CSS are the files
+``lab_utils/static/drawing_pad.js`` and ``.css``: no npm, no build step). Strokes
+are drawn in the browser, with no round trip per mouse move; when a stroke ends
+the whole canvas goes to Python once, as a PNG. Python then runs the update path,
+in milliseconds on a laptop CPU:
 
     PNG -> (280, 280) ink -> to_mnist -> (1, 1, 28, 28)
         -> classifier reading (pre-sets the digit picker)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import anywidget
 import ipywidgets as widgets
@@ -36,115 +38,12 @@ from .widgets import (
 SEEN_SCALE = 4      # the 28x28 image the model sees, shown at 112 px
 EMPTY_MESSAGE = "draw a digit first"
 
-_ESM = r"""
-function render({ model, el }) {
-  const size = model.get("size");
-  const root = document.createElement("div");
-  root.className = "cvae-pad";
-  const canvas = document.createElement("canvas");
-  canvas.width = size;
-  canvas.height = size;
-  canvas.className = "cvae-pad-canvas";
-  const ctx = canvas.getContext("2d");
-  const clearButton = document.createElement("button");
-  clearButton.textContent = "Clear";
-  clearButton.className = "cvae-pad-clear jupyter-button";
-  root.append(canvas, clearButton);
-  el.append(root);
-
-  let lastSent = model.get("png");   // the canvas as Python last saw it
-  let pointer = null;                // id of the pointer drawing now
-  let last = null;                   // previous point of the stroke
-
-  function blank() {
-    ctx.fillStyle = "black";
-    ctx.fillRect(0, 0, size, size);
-  }
-  function paint(url) {  // an image from Python (pad.draw): show it
-    blank();
-    if (!url) return;
-    const img = new Image();
-    img.onload = () => ctx.drawImage(img, 0, 0, size, size);
-    img.src = url;
-  }
-  function where(e) {  // CSS pixels -> canvas pixels
-    const r = canvas.getBoundingClientRect();
-    return [(e.clientX - r.left) * size / r.width, (e.clientY - r.top) * size / r.height];
-  }
-  function segment(a, b) {
-    ctx.strokeStyle = "white";
-    ctx.lineWidth = model.get("pen_width");
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    ctx.beginPath();
-    ctx.moveTo(a[0], a[1]);
-    ctx.lineTo(b[0], b[1]);
-    ctx.stroke();
-  }
-  function send() {  // once per finished stroke: the whole canvas as a PNG
-    lastSent = canvas.toDataURL("image/png");
-    model.set("png", lastSent);
-    model.set("strokes", model.get("strokes") + 1);
-    model.save_changes();
-  }
-
-  canvas.addEventListener("pointerdown", (e) => {
-    if (pointer !== null || (e.pointerType === "mouse" && e.button !== 0)) return;
-    pointer = e.pointerId;
-    canvas.setPointerCapture(e.pointerId);
-    last = where(e);
-    segment(last, last);  // a dot
-    e.preventDefault();
-  });
-  canvas.addEventListener("pointermove", (e) => {
-    if (e.pointerId !== pointer) return;
-    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-    for (const ev of (events.length ? events : [e])) {
-      const p = where(ev);
-      segment(last, p);
-      last = p;
-    }
-    e.preventDefault();
-  });
-  const finish = (e) => {
-    if (e.pointerId !== pointer) return;
-    pointer = null;
-    send();
-  };
-  canvas.addEventListener("pointerup", finish);
-  canvas.addEventListener("pointercancel", finish);
-  canvas.addEventListener("lostpointercapture", finish);
-
-  clearButton.addEventListener("click", () => {
-    blank();
-    lastSent = "";
-    model.set("png", "");
-    model.set("strokes", 0);
-    model.save_changes();
-  });
-  // Python changed the canvas (pad.clear() or pad.draw(...)): show it.
-  const onPng = () => {
-    const url = model.get("png");
-    if (url !== lastSent) {
-      lastSent = url;
-      paint(url);
-    }
-  };
-  model.on("change:png", onPng);
-  paint(lastSent);
-  return () => model.off("change:png", onPng);
-}
-export default { render };
-"""
-
-_STYLE = """
-.cvae-pad { display: flex; flex-direction: column; align-items: flex-start; gap: 6px; }
-.cvae-pad-canvas {
-  width: 280px; height: 280px; touch-action: none; cursor: crosshair;
-  border: 2px solid #888; border-radius: 4px; background: black;
-}
-.cvae-pad-clear { width: 80px; }
-"""
+# The canvas's front end lives in files of its own, so that a static web page can
+# reuse them as they are; anywidget reads a pathlib.Path for _esm and _css.
+STATIC = Path(__file__).resolve().parent / "static"
+PAD_JS = STATIC / "drawing_pad.js"
+PAD_CSS = STATIC / "drawing_pad.css"
+ANSWER_TIMEOUT_MS = 5000  # the page warns when Python has not answered a drawing by then
 
 _PIXELATED = (
     "<style>.cvae-pad-seen img, img.cvae-pad-seen, .cvae-pad-sheet img, img.cvae-pad-sheet"
@@ -160,12 +59,23 @@ class PadCanvas(anywidget.AnyWidget):
     browser then shows that picture (used by ``clear`` and ``draw``).
     """
 
-    _esm = _ESM
-    _css = _STYLE
+    _esm = PAD_JS
+    _css = PAD_CSS
     size = traitlets.Int(PAD_SIZE).tag(sync=True)
     pen_width = traitlets.Float(PAD_SIZE * PEN_FRACTION).tag(sync=True)
     png = traitlets.Unicode("").tag(sync=True)
     strokes = traitlets.Int(0).tag(sync=True)  # strokes since the last Clear
+    # The page counts the drawings it sends (strokes and Clears) in ``sent``; this
+    # Python object echoes each count into ``answered``. A page whose drawing gets
+    # no answer within ``answer_timeout_ms`` (the kernel restarted, this object is
+    # gone) says "run the notebook from the top" instead of silently doing nothing.
+    sent = traitlets.Int(0).tag(sync=True)
+    answered = traitlets.Int(0).tag(sync=True)
+    answer_timeout_ms = traitlets.Int(ANSWER_TIMEOUT_MS).tag(sync=True)
+
+    @traitlets.observe("sent")
+    def _answer(self, change) -> None:
+        self.answered = change["new"]
 
 
 def canvas_from_png(url: str) -> np.ndarray:
@@ -340,6 +250,16 @@ class DrawingPad(ShowsWidget):
         self.seen_image.value = png_bytes(upscale(blank, SEEN_SCALE))
         self.sheet_image.value = png_bytes(row_pixels(np.stack([blank] * cfg.num_classes), -1))
         self.reading_html.value = f"<i>{EMPTY_MESSAGE}</i>"
+        self._forget_style()
+
+    def _forget_style(self) -> None:
+        """The drawing is gone, and with it its style: close the explorer it opened
+        and set that explorer's z to 0 (the average style), so that it no longer
+        shows the cleared drawing. "explore this style" opens it again, at the
+        next drawing's z."""
+        if self.explorer is not None and self.explorer_box.children:
+            self.explorer_box.children = ()
+            self.explorer.set_z(torch.zeros(self.explorer.latent_dim))
 
     def _set_digit(self, digit: int) -> None:
         self._setting_digit = True
@@ -364,7 +284,7 @@ class DrawingPad(ShowsWidget):
         return self.reading[0] if self.reading else None
 
     def clear(self) -> None:
-        """What the Clear button does, from Python."""
+        """What the Clear button does, from Python (the explorer's style goes too)."""
         self.canvas.strokes = 0
         if self.canvas.png:
             self.canvas.png = ""  # the observer shows "draw a digit first"

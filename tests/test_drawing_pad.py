@@ -127,6 +127,44 @@ def test_explore_hands_z_and_digit_to_the_slider_explorer(pad):
     assert torch.allclose(explorer.z, pad.z[0].clamp(-3, 3), atol=0.006)
 
 
+def test_clear_closes_the_explorer_and_forgets_the_cleared_style(pad):
+    pad.process_canvas(SEVEN)
+    explorer = pad.explore()
+    seven_image = explorer.image_png
+    assert explorer.z.abs().max() > 0.1  # the seven's style
+    pad.clear()
+    assert pad.explorer_box.children == ()  # the explorer is closed ...
+    assert torch.equal(explorer.z, torch.zeros(20))  # ... and no longer holds the seven's z
+    assert explorer.image_png != seven_image
+    # the browser's Clear button (it sends png "") does the same
+    pad.draw(ELLIPSE)
+    assert pad.explore() is explorer and pad.explorer_box.children == (explorer.widget,)
+    assert torch.allclose(explorer.z, pad.z[0].clamp(-3, 3), atol=0.006)
+    pad.canvas.png = ""
+    assert pad.explorer_box.children == () and torch.equal(explorer.z, torch.zeros(20))
+    assert "draw a digit first" in pad.reading_html.value
+
+
+def test_the_canvas_front_end_is_one_static_file(pad):
+    from pathlib import Path
+
+    from lab_utils.drawing_pad import PAD_CSS, PAD_JS, PadCanvas
+
+    static = Path(__import__("lab_utils").__file__).parent / "static"
+    assert PAD_JS == static / "drawing_pad.js" and PAD_CSS == static / "drawing_pad.css"
+    # anywidget read the files: the widget sends their text, not an inline copy
+    assert pad.canvas._esm == PAD_JS.read_text() and "export default { render }" in pad.canvas._esm
+    assert pad.canvas._css == PAD_CSS.read_text() and ".cvae-pad-canvas" in pad.canvas._css
+    assert "run the notebook from the top" in pad.canvas._esm  # the no-kernel message
+    assert PadCanvas._esm is not None
+
+
+def test_python_answers_every_drawing_the_page_sends(pad):
+    assert pad.canvas.answer_timeout_ms > 0
+    pad.canvas.sent = 3  # as if the page had sent its third drawing
+    assert pad.canvas.answered == 3  # the live Python side acknowledges it
+
+
 def test_works_with_the_wide_model(shipped):
     pad = DrawingPad("wide", classifier=shipped[1])
     assert pad.process_canvas(VERTICAL) == 1

@@ -57,3 +57,10 @@ def test_shipped_weights_are_package_data():
     package_data = pyproject()["tool"]["setuptools"]["package-data"]["lab_utils"]
     assert "pretrained/*.pt" in package_data
     assert (ROOT / "lab_utils" / "pretrained" / "lab.pt").is_file()
+
+
+def test_the_drawing_pads_front_end_is_package_data():
+    # the pad's JavaScript and CSS are files (reused by the static site), not strings
+    assert "static/*" in pyproject()["tool"]["setuptools"]["package-data"]["lab_utils"]
+    assert (ROOT / "lab_utils" / "static" / "drawing_pad.js").is_file()
+    assert (ROOT / "lab_utils" / "static" / "drawing_pad.css").is_file()
