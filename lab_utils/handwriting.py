@@ -178,13 +178,8 @@ def analogies(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     check_images(x, model.config.image_size)
     check_labels(y, model.config.num_classes)
     device = model.device
-    num = model.config.num_classes
     mu, _ = model.encode(x.to(device), y.to(device))  # (B, D): z = mu, no sampling
-    B = mu.shape[0]
-    z_all = mu.repeat_interleave(num, dim=0)  # (B, D) -> (B*10, D): each z ten times
-    y_all = torch.arange(num, device=device).repeat(B)  # (B*10,): 0..9, 0..9, ...
-    images = model.decode(z_all, y_all)  # (B*10, 1, 28, 28)
-    return images.view(B, num, *images.shape[1:]).cpu()  # -> (B, 10, 1, 28, 28)
+    return model.decode_all_labels(mu).cpu()  # (B, D) -> (B, 10, 1, 28, 28)
 
 
 def draw_strokes(

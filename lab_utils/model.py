@@ -9,7 +9,9 @@ Taught in ``02_encoder.ipynb`` (encoder), ``03_reparameterization.ipynb`` and
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -213,11 +215,16 @@ class Decoder(nn.Module):
 class CVAE(nn.Module):
     """Conditional VAE: ``encode`` -> ``reparameterize`` -> ``decode``, in lesson order."""
 
+    #: How the model was made, filled in by the checkpoint loader (``metrics``,
+    #: ``epochs``, ``train_config``, ``versions``); empty for a freshly built model.
+    checkpoint_info: dict
+
     def __init__(self, config: CVAEConfig | str = "lab"):
         super().__init__()
         self.config = get_config(config)
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
+        self.checkpoint_info = {}
 
     @property
     def device(self) -> torch.device:
@@ -263,6 +270,31 @@ class CVAE(nn.Module):
         y = self._labels(y, z.shape[0], "latent vectors")
         return self.decoder(z, y)
 
+    def decode_all_labels(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decode each latent with every label in one batched call: z (B, D) -> (B, L, 1, 28, 28).
+
+        One style in every digit is what the disentanglement grid, the slider
+        explorer, the analogy sheets and the drawing pad all show; one decode
+        of B*L rows is much faster than L decodes. ``labels`` (L,) defaults to
+        all classes 0..9. A plain VAE has no labels to vary: L = 1.
+        """
+        if z.dim() != 2:
+            raise ValueError(f"z must have shape (B, {self.config.latent_dim}), got {tuple(z.shape)}")
+        z = z.to(self.device)
+        B = z.shape[0]
+        if not self.config.conditional:
+            return self.decode(z).unsqueeze(1)  # (B, 1, 28, 28) -> (B, 1, 1, 28, 28)
+        if labels is None:
+            labels = torch.arange(self.config.num_classes, device=z.device)  # (L,) = (10,)
+        labels = labels.to(z.device)
+        L = labels.shape[0]
+        z_all = z.repeat_interleave(L, dim=0)  # (B, D) -> (B*L, D): each z L times
+        y_all = labels.repeat(B)  # (L,) -> (B*L,): the labels, once per z
+        x_hat = self.decode(z_all, y_all)  # (B*L, 1, 28, 28)
+        return x_hat.view(B, L, *x_hat.shape[1:])  # (B*L, 1, 28, 28) -> (B, L, 1, 28, 28)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         """Reconstruct: returns ``(x_hat, mu, logvar)``."""
         mu, logvar = self.encode(x, y)
@@ -301,6 +333,24 @@ class CVAE(nn.Module):
             z = z.to(device) * temperature
         with torch.inference_mode():
             return self.decode(z.to(device), y)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode for the ``with`` body, then every submodule's own mode back.
+
+    Measuring a model in the middle of training must not leave it in
+    evaluation mode (dropout and batch-norm statistics off), and must not
+    switch on a submodule that was deliberately frozen in evaluation mode;
+    the ``finally`` restores the modes even when the body raises.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -83,14 +83,11 @@ def label_noise_grid(model, z: torch.Tensor, labels: Sequence[int] = range(10)) 
 
     Row ``i`` shares label ``labels[i]``; column ``j`` shares the noise ``z[j]``.
     """
-    device = model.device
-    y = torch.as_tensor(list(labels), dtype=torch.long)
+    y = torch.as_tensor(list(labels), dtype=torch.long)  # (L,)
     check_labels(y, model.config.num_classes)
-    L, K = y.shape[0], z.shape[0]
-    z_all = z.to(device).repeat(L, 1)  # (K, D) -> (L*K, D): noise j in column j of every row
-    y_all = y.to(device).repeat_interleave(K)  # (L,) -> (L*K,): label i along row i
-    images = model.decode(z_all, y_all)  # (L*K, 1, 28, 28)
-    return images.view(L, K, *images.shape[1:]).cpu()  # -> (L, K, 1, 28, 28)
+    images = model.decode_all_labels(z, y)  # (K, D) -> (K, L, 1, 28, 28), L = 1 for a plain VAE
+    images = images.expand(z.shape[0], y.shape[0], *images.shape[2:])  # a plain VAE: L equal rows
+    return images.transpose(0, 1).cpu()  # (K, L, 1, 28, 28) -> (L, K, 1, 28, 28)
 
 
 def plot_disentanglement(

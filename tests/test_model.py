@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from lab_utils.model import CONFIGS, CVAE, CVAEConfig, count_parameters, get_config
+from lab_utils.model import CONFIGS, CVAE, CVAEConfig, count_parameters, eval_mode, get_config
 
 
 def test_lab_model_has_the_seed_parameter_count(lab_model):
@@ -115,3 +115,44 @@ def test_config_round_trips_through_a_dict():
     assert CVAEConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="not image_size"):
         CVAEConfig(dec_start_size=10)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def test_decode_all_labels_decodes_each_z_with_every_label(lab_model):
+    z = torch.randn(3, 20)
+    with torch.no_grad():
+        sheet = lab_model.decode_all_labels(z)  # (3, 10, 1, 28, 28)
+        one_by_one = torch.stack([lab_model.decode(z, torch.full((3,), k)) for k in range(10)], 1)
+    assert sheet.shape == (3, 10, 1, 28, 28)
+    assert torch.allclose(sheet, one_by_one, atol=1e-6)
+
+
+def test_decode_all_labels_takes_a_subset_of_labels_and_a_plain_vae(lab_model):
+    z = torch.randn(2, 20)
+    with torch.no_grad():
+        some = lab_model.decode_all_labels(z, torch.tensor([7, 3]))
+        assert torch.allclose(some[:, 0], lab_model.decode(z, torch.tensor([7, 7])), atol=1e-6)
+        assert CVAE("lab-vae").decode_all_labels(z).shape == (2, 1, 1, 28, 28)  # no labels: L = 1
+    with pytest.raises(ValueError, match="z must have shape"):
+        lab_model.decode_all_labels(z[0])
+
+
+def test_eval_mode_restores_every_submodule_even_when_the_body_raises(lab_model):
+    lab_model.train()
+    lab_model.decoder.eval()  # a part frozen in eval mode on purpose
+    with pytest.raises(RuntimeError, match="boom"):
+        with eval_mode(lab_model) as m:
+            assert m is lab_model
+            assert not any(sub.training for sub in lab_model.modules())
+            raise RuntimeError("boom")
+    assert lab_model.training and lab_model.encoder.training
+    assert not lab_model.decoder.training and not lab_model.decoder.conv[0].training
+    with eval_mode(lab_model.eval()):
+        pass
+    assert not lab_model.training  # eval stays eval
+
+
+def test_checkpoint_info_is_declared_and_empty_on_a_new_model(lab_model):
+    assert lab_model.checkpoint_info == {}
+    assert "checkpoint_info" in CVAE.__annotations__
