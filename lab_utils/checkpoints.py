@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import tempfile
+from importlib import metadata
 from pathlib import Path
 
 import torch
-import torchvision
+from torch import nn
 
-from .model import CVAE, CVAEConfig, get_config
+from .atomic import atomic_write
+from .model import CVAE, CVAEConfig, StoredConfig, get_config
 
 FORMAT = "cvae-lab-checkpoint"
 FORMAT_VERSION = 1
@@ -35,34 +36,23 @@ def library_versions() -> dict[str, str]:
     return {
         "lab_utils": __version__,
         "torch": str(torch.__version__),  # a str subclass that weights_only refuses
-        "torchvision": str(torchvision.__version__),
+        "torchvision": _installed_version("torchvision"),  # without importing it (slow)
         "python": platform.python_version(),
     }
 
 
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A rename within one folder is atomic, so an interrupted save (Ctrl-C, full
-    disk, power cut) leaves the previous checkpoint intact, never half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _installed_version(package: str) -> str:
+    """The installed version of ``package``, read from its metadata ("unknown" if absent)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def atomic_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (``atomic.atomic_write``): an interrupted
+    save leaves the previous checkpoint intact, never half a file."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(
@@ -146,6 +136,42 @@ def load_state(model: torch.nn.Module, ckpt: dict, path: str | os.PathLike = "ch
         raise CheckpointError(f"{path}: weights do not fit the model: {exc}") from exc
 
 
+INFO_KEYS = ("metrics", "epochs", "train_config", "versions")  # what checkpoint_info holds
+
+
+def load_model(
+    path: str | os.PathLike,
+    model_class: type[nn.Module],
+    config_class: type[StoredConfig],
+    config: StoredConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict]:
+    """Rebuild the ``model_class`` saved at ``path``; returns ``(model, checkpoint_dict)``.
+
+    The one loading path of the CVAE and the classifier, so both refuse a
+    foreign file, another architecture or broken weights with the same
+    messages. The checkpoint's ``kind`` must be ``model_class.__name__`` (what
+    :func:`save_checkpoint` writes); if ``config`` is given, the checkpoint
+    must hold that architecture. The model comes back in evaluation mode on
+    ``device``, with ``checkpoint_info`` filled in from the file.
+    """
+    name = model_class.__name__
+    ckpt = read_checkpoint(path, kind=name)
+    try:
+        saved_config = config_class.from_dict(ckpt["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid {name} configuration: {exc}") from exc
+    if config is not None and config != saved_config:
+        raise CheckpointError(
+            f"{path} holds another architecture than the one asked for: "
+            f"{saved_config} vs {config}"
+        )
+    model = model_class(saved_config)
+    load_state(model, ckpt, path)
+    model.checkpoint_info = {k: ckpt.get(k) for k in INFO_KEYS}
+    return model.to(device).eval(), ckpt
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     config: CVAEConfig | str | None = None,
@@ -156,19 +182,8 @@ def load_checkpoint(
     If ``config`` is given, the checkpoint must hold that architecture.
     The model is returned in evaluation mode on ``device``.
     """
-    ckpt = read_checkpoint(path, kind="CVAE")
-    try:
-        saved_config = CVAEConfig.from_dict(ckpt["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid model configuration: {exc}") from exc
-    if config is not None and get_config(config) != saved_config:
-        raise CheckpointError(
-            f"{path} holds another architecture than the one asked for: "
-            f"{saved_config} vs {get_config(config)}"
-        )
-    model = CVAE(saved_config)
-    load_state(model, ckpt, path)
-    return model.to(device).eval(), ckpt
+    wanted = None if config is None else get_config(config)
+    return load_model(path, CVAE, CVAEConfig, config=wanted, device=device)
 
 
 def pretrained_path(name: str = "lab") -> Path:
@@ -189,8 +204,7 @@ def load_pretrained(name: str = "lab", device: str | torch.device = "cpu") -> CV
         raise CheckpointError(
             f"no shipped model named {name!r}; available: {', '.join(available_pretrained())}"
         )
-    model, ckpt = load_checkpoint(path, device=device)
-    model.checkpoint_info = {k: ckpt[k] for k in ("metrics", "epochs", "train_config", "versions")}
+    model, _ = load_checkpoint(path, device=device)
     return model
 
 

@@ -29,11 +29,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+
+from .atomic import atomic_write  # torch-free, like this whole module
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -169,19 +170,6 @@ def student_version(path: str | os.PathLike) -> StudentNotebook:
                            warnings)
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` via a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_student_notebooks(
     paths: list[str | os.PathLike], out: str | os.PathLike
 ) -> list[tuple[StudentNotebook, Path]]:
@@ -212,7 +200,7 @@ def write_student_notebooks(
     for version in versions:
         target = out / version.name
         data = version.source.read_bytes() if version.text is None else version.text.encode("utf-8")
-        _atomic_write(target, data)
+        atomic_write(target, lambda f: f.write(data))
         if version.text is None:
             shutil.copymode(version.source, target)
         written.append((version, target))

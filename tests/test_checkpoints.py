@@ -25,6 +25,8 @@ def test_round_trip_gives_identical_outputs(tmp_path, small_batch):
         assert torch.equal(model.encode(x, y)[0], loaded.encode(x, y)[0])
     assert ckpt["metrics"]["test_nelbo"] == 123.4 and ckpt["epochs"] == 3
     assert set(ckpt["versions"]) == {"lab_utils", "torch", "torchvision", "python"}
+    assert loaded.checkpoint_info["epochs"] == 3  # the one loading path fills it in
+    assert loaded.checkpoint_info["metrics"] == {"test_nelbo": 123.4}
 
 
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
