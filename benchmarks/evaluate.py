@@ -17,10 +17,9 @@ import time
 import torch
 
 from lab_utils.checkpoints import available_pretrained, load_pretrained
+from lab_utils.classifier import accuracy, load_classifier
 from lab_utils.data import load_mnist
-from lab_utils.evaluation import (
-    accuracy, load_classifier, measure, pixel_entropy, results_table, train_command,
-)
+from lab_utils.evaluation import measure, pixel_entropy, results_table, train_command
 
 ORDER = ("lab", "lab-vae", "wide", "fashion")
 

@@ -29,9 +29,9 @@ import torch
 
 from lab_utils import load_pretrained
 from lab_utils.checkpoints import available_pretrained
+from lab_utils.classifier import accuracy, classify, load_classifier
 from lab_utils.data import load_mnist
 from lab_utils.drawing_pad import DrawingPad, png_from_canvas
-from lab_utils.evaluation import accuracy, classify, load_classifier
 from lab_utils.handwriting import analogies, as_pad_drawing, shrink_canvas, to_mnist
 
 from machine import contention_note, load_average  # benchmarks/machine.py

@@ -1,234 +1,29 @@
-"""Measuring a CVAE: likelihood bounds, label fidelity, and the MNIST classifier.
+"""Measuring a CVAE: likelihood bounds, label fidelity, diagnostics, the comparison table.
 
 Judging generated digits by eye ("a little blurry") does not compare models.
 This module turns the questions of ``07_evaluation.ipynb`` into numbers:
 
 * how well does the model explain test digits? the negative ELBO and the
   tighter importance-weighted (IWAE) bound on -log p(x | y), in nats per image;
-* does it draw the digit it was asked for? a small CNN classifier, shipped in
-  ``pretrained/classifier.pt``, reads digits sampled from the prior
-  (label fidelity);
+* does it draw the digit it was asked for? the MNIST classifier of
+  ``classifier.py`` reads digits sampled from the prior (label fidelity);
+* is a digit shut out of z? the spread of the encoder's narrowest features
+  (``feature_spread``, ``silent_digits``);
 * pictures that go with the numbers: reconstructions and latent
   interpolations (the "same noise, all ten labels" sheets are drawn by
   ``plots.plot_disentanglement``).
 
-The classifier is also used by ``handwriting.py`` to read a student's drawing.
-
-    python -m lab_utils.evaluation --out lab_utils/pretrained/classifier.pt
-
-retrains the shipped classifier. Taught in ``07_evaluation.ipynb``.
+Taught in ``07_evaluation.ipynb``.
 """
 from __future__ import annotations
 
-import argparse
-import math
-import sys
-import time
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .checkpoints import CheckpointError, PRETRAINED_DIR, read_checkpoint, save_checkpoint
-from .data import load_mnist
+from .classifier import Classifier, classify
 from .labels import NUM_CLASSES, check_labels
 from .losses import iwae_bound
-from .model import CVAE, StoredConfig, check_images
+from .model import CVAE, eval_mode
 from .train import TrainConfig, evaluate
-
-CLASSIFIER_PATH = PRETRAINED_DIR / "classifier.pt"
-
-
-# --------------------------------------------------------------------------
-# The MNIST classifier
-# --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ClassifierConfig(StoredConfig):
-    """Architecture of the digit classifier. Stored in its checkpoint."""
-
-    channels: tuple[int, ...] = (16, 32)  # conv widths; each block halves the image
-    hidden: int = 64                      # the fully connected layer before the logits
-    num_classes: int = NUM_CLASSES
-    image_size: int = 28
-
-    def __post_init__(self):
-        object.__setattr__(self, "channels", tuple(self.channels))
-        if self.image_size % 2 ** len(self.channels):
-            raise ValueError(
-                f"image_size={self.image_size} cannot be halved {len(self.channels)} times"
-            )
-
-
-class Classifier(nn.Module):
-    """A small CNN: (B, 1, 28, 28) in [0, 1] -> logits (B, 10).
-
-    Two blocks of Conv3x3 -> BatchNorm -> ReLU -> MaxPool (28 -> 14 -> 7), then
-    Linear -> ReLU -> Dropout -> Linear. About 110,000 parameters, over 99% on
-    the MNIST test set: enough to judge whether a generated digit is readable.
-    """
-
-    def __init__(self, config: ClassifierConfig | None = None):
-        super().__init__()
-        self.config = config or ClassifierConfig()
-        layers: list[nn.Module] = []
-        c_in = 1
-        for c_out in self.config.channels:
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
-            c_in = c_out
-        self.features = nn.Sequential(*layers)
-        side = self.config.image_size // 2 ** len(self.config.channels)  # 28 -> 7
-        self.head = nn.Sequential(
-            nn.Flatten(),  # (B, 32, 7, 7) -> (B, 1568)
-            nn.Linear(c_in * side * side, self.config.hidden), nn.ReLU(), nn.Dropout(0.25),
-            nn.Linear(self.config.hidden, self.config.num_classes),
-        )
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, 1, 28, 28) -> (B, 10)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 3) -> torch.Tensor:
-    """Blur each image of ``x`` (B, 1, H, W) with its own Gaussian width ``sigma`` (B,).
-
-    A separable blur, one kernel per image: a row pass, then a column pass.
-    """
-    B, _, H, W = x.shape
-    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)  # (K,)
-    sigma = sigma.to(x).clamp_min(1e-3).view(B, 1)  # (B,) -> (B, 1)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)  # (B, K)
-    kernel = kernel / kernel.sum(1, keepdim=True)
-    h = x.view(1, B, H, W)  # (B, 1, H, W) -> (1, B, H, W): one group per image
-    h = F.conv2d(h, kernel.view(B, 1, 1, -1), padding=(0, radius), groups=B)  # rows
-    h = F.conv2d(h, kernel.view(B, 1, -1, 1), padding=(radius, 0), groups=B)  # columns
-    return h.view(B, 1, H, W)  # (1, B, H, W) -> (B, 1, H, W)
-
-
-def augment(x: torch.Tensor, generator: torch.Generator | None = None,
-            shift: float = 2.0, scale: float = 0.1, degrees: float = 10.0,
-            blur: float = 1.5) -> torch.Tensor:
-    """Small random shifts (pixels), scalings, rotations and blurs of a batch (B, 1, H, W).
-
-    A drawing centred by hand is never placed exactly like an MNIST digit, and
-    a VAE's samples are blurrier than the digits it learnt from; training on
-    moved and blurred digits keeps the classifier reading the digit's identity,
-    not its position or sharpness. Half of the images get a Gaussian blur of
-    width uniform in (0, ``blur``) pixels.
-    """
-    B, _, H, W = x.shape
-    rand = torch.rand(B, 6, generator=generator)  # uniform in [0, 1)
-    angle = (rand[:, 0] * 2 - 1) * math.radians(degrees)  # (B,)
-    s = 1 + (rand[:, 1] * 2 - 1) * scale  # (B,) zoom factor
-    tx = (rand[:, 2] * 2 - 1) * shift * 2 / W  # pixels -> grid units ([-1, 1] spans W)
-    ty = (rand[:, 3] * 2 - 1) * shift * 2 / H
-    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-    theta = torch.stack([
-        torch.stack([cos, -sin, tx], dim=1),
-        torch.stack([sin, cos, ty], dim=1),
-    ], dim=1).to(x)  # (B, 2, 3): output grid -> input coordinates
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-    moved = F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
-    if blur <= 0:
-        return moved
-    sigma = torch.where(rand[:, 4] < 0.5, rand[:, 5] * blur, torch.zeros(B))  # (B,), 0: no blur
-    return gaussian_blur(moved, sigma)
-
-
-@torch.inference_mode()
-def accuracy(classifier: Classifier, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 1000) -> float:
-    """Fraction of ``x`` that ``classifier`` labels as ``y``."""
-    correct = 0
-    for start in range(0, x.shape[0], batch_size):
-        pred, _ = classify(classifier, x[start:start + batch_size])
-        correct += (pred.cpu() == y[start:start + batch_size].cpu()).sum().item()
-    return correct / x.shape[0]
-
-
-def train_classifier(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    x_test: torch.Tensor | None = None,
-    y_test: torch.Tensor | None = None,
-    epochs: int = 4,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    use_augment: bool = True,
-    seed: int = 0,
-    config: ClassifierConfig | None = None,
-    device: str | torch.device = "cpu",
-    verbose: bool = True,
-) -> tuple[Classifier, dict]:
-    """Train a :class:`Classifier` on ``(x, y)``; returns ``(classifier, metrics)``.
-
-    Adam with a one-cycle learning rate reaches 99% test accuracy in a few
-    epochs. ``metrics`` holds the test accuracy (if a test set is given) and
-    the training time.
-    """
-    check_images(x)
-    check_labels(y)
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    model = Classifier(config).to(device)
-    steps = epochs * math.ceil(x.shape[0] / batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        running = 0.0
-        for idx in torch.randperm(x.shape[0], generator=g).split(batch_size):
-            xb, yb = x[idx], y[idx]
-            if use_augment:
-                xb = augment(xb, g)
-            loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running += loss.item() * idx.shape[0]
-        if verbose:
-            test = (f", test accuracy {accuracy(model.eval(), x_test, y_test):.4f}"
-                    if x_test is not None else "")
-            print(f"classifier epoch {epoch + 1}/{epochs}: train loss "
-                  f"{running / x.shape[0]:.4f}{test}", flush=True)
-    model.eval()
-    metrics = {"train_seconds": time.perf_counter() - start}
-    if x_test is not None:
-        metrics["test_accuracy"] = accuracy(model, x_test, y_test)
-    return model, metrics
-
-
-def load_classifier(device: str | torch.device = "cpu") -> Classifier:
-    """The shipped MNIST classifier (``pretrained/classifier.pt``), in evaluation mode."""
-    ckpt = read_checkpoint(CLASSIFIER_PATH, kind="Classifier")
-    try:
-        config = ClassifierConfig.from_dict(ckpt["model_config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{CLASSIFIER_PATH}: invalid classifier configuration: {exc}") from exc
-    model = Classifier(config)
-    model.load_state_dict(ckpt["state_dict"])
-    model.checkpoint_info = {k: ckpt[k] for k in ("metrics", "epochs", "train_config")}
-    return model.to(device).eval()
-
-
-@torch.inference_mode()
-def classify(classifier: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (B, 1, 28, 28) in [0, 1] -> predicted digits (B,) long and their
-    probabilities (B,) float (the classifier's confidence)."""
-    check_images(x, classifier.config.image_size)
-    was_training = classifier.training
-    classifier.eval()
-    probs = classifier(x.to(classifier.device)).softmax(dim=1)  # (B, 10)
-    classifier.train(was_training)
-    confidence, pred = probs.max(dim=1)  # (B,), (B,)
-    return pred, confidence
 
 
 # --------------------------------------------------------------------------
@@ -240,12 +35,13 @@ def _labels_for(model: CVAE, y: torch.Tensor | None) -> torch.Tensor | None:
     return y if model.config.conditional else None
 
 
-def test_nelbo(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
-               batch_size: int = 1000, seed: int = 0) -> float:
-    """Mean negative ELBO in nats per image, one sampled z per image.
+def negative_elbo_on(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
+                     batch_size: int = 1000, seed: int = 0) -> float:
+    """Mean negative ELBO of ``model`` on ``(x, y)`` in nats per image, one sampled z per image.
 
     The figure training reports (``train.evaluate``), so the table and the
-    training log agree. Labels are ignored for a plain VAE.
+    training log agree. Labels are ignored for a plain VAE. (Not named
+    ``test_...``: pytest would collect it as a test wherever it is imported.)
     """
     return evaluate(model, x, _labels_for(model, y), batch_size=batch_size, seed=seed)
 
@@ -263,18 +59,17 @@ def iwae_nll(model: CVAE, x: torch.Tensor, y: torch.Tensor | None, k: int = 100,
     """
     if batch_size is None:
         batch_size = max(1, 10_000 // k)
-    was_training = model.training
-    model.eval()
     device = model.device
     y = _labels_for(model, y)
     total = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with eval_mode(model), torch.random.fork_rng(
+        devices=[device] if device.type == "cuda" else []
+    ):
         torch.manual_seed(seed)  # repeatable noise; the caller's stream is untouched
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(device)
             yb = None if y is None else y[start:start + batch_size].to(device)
             total += iwae_bound(model, xb, yb, k=k).sum().item()
-    model.train(was_training)
     return total / x.shape[0]
 
 
@@ -300,11 +95,9 @@ def feature_spread(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     For a plain VAE, ``y`` only groups the images by digit.
     """
     check_labels(y, NUM_CLASSES)
-    was_training = model.training
-    model.eval()
-    h = model.encoder.features(x.to(model.device), y.to(model.device))  # (B, C, H, W)
+    with eval_mode(model):
+        h = model.encoder.features(x.to(model.device), y.to(model.device))  # (B, C, H, W)
     h = h.flatten(1).float().cpu()  # (B, C, H, W) -> (B, C*H*W)
-    model.train(was_training)
     y = y.cpu()
     spread = torch.full((NUM_CLASSES,), float("nan"))
     for d in range(NUM_CLASSES):
@@ -460,15 +253,15 @@ def measure(model: CVAE, x_test: torch.Tensor, y_test: torch.Tensor,
     Label fidelity is measured only for a conditional model with a classifier.
     """
     x_sub, y_sub = (x_test, y_test) if iwae_size is None else (x_test[:iwae_size], y_test[:iwae_size])
-    info = getattr(model, "checkpoint_info", {}) or {}
+    info = model.checkpoint_info
     row = {
         "dataset": (info.get("train_config") or {}).get("dataset", "mnist"),
         "epochs": info.get("epochs"),
         "train_seconds": (info.get("metrics") or {}).get("train_seconds"),
         "train_cpu_seconds": (info.get("metrics") or {}).get("train_cpu_seconds"),
-        "test_nelbo": test_nelbo(model, x_test, y_test, seed=seed),
+        "test_nelbo": negative_elbo_on(model, x_test, y_test, seed=seed),
         "iwae_size": x_sub.shape[0],
-        "test_nelbo_subset": test_nelbo(model, x_sub, y_sub, seed=seed),
+        "test_nelbo_subset": negative_elbo_on(model, x_sub, y_sub, seed=seed),
         "iwae": iwae_curve(model, x_sub, y_sub, ks=ks, seed=seed),
         "fidelity": None,
     }
@@ -530,36 +323,3 @@ def results_table(rows: dict[str, dict], per_label: bool = False) -> str:
                  f"label fidelity at temperature 1. Training time is wall-clock, CPU "
                  f"time sums all threads (it grows less when other jobs share the CPU).")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------
-# Command line: retrain the shipped classifier
-# --------------------------------------------------------------------------
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m lab_utils.evaluation",
-        description="Train the MNIST classifier used for label fidelity and save it.",
-    )
-    p.add_argument("--out", default=str(CLASSIFIER_PATH), help="checkpoint path (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-augment", action="store_true", help="train on the digits as they are")
-    p.add_argument("--data-root", default=None, help="data folder (default $CVAE_LAB_DATA or ./data)")
-    args = p.parse_args(argv)
-    x, y = load_mnist("train", root=args.data_root)
-    x_test, y_test = load_mnist("test", root=args.data_root)
-    model, metrics = train_classifier(x, y, x_test, y_test, epochs=args.epochs, lr=args.lr,
-                                      use_augment=not args.no_augment, seed=args.seed)
-    train_config = {"epochs": args.epochs, "lr": args.lr, "seed": args.seed,
-                    "augment": not args.no_augment, "batch_size": 128, "dataset": "mnist"}
-    save_checkpoint(args.out, model, train_config=train_config, metrics=metrics,
-                    epochs=args.epochs)
-    print(f"test accuracy {metrics['test_accuracy']:.4f} after {args.epochs} epochs "
-          f"({metrics['train_seconds']:.0f} s); saved {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

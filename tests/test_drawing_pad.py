@@ -10,7 +10,7 @@ from PIL import Image
 
 from lab_utils import load_pretrained
 from lab_utils.drawing_pad import DrawingPad, canvas_from_png, png_from_canvas
-from lab_utils.evaluation import load_classifier
+from lab_utils.classifier import load_classifier
 from lab_utils.handwriting import draw_strokes, to_mnist
 
 VERTICAL = draw_strokes([[(150, 40), (140, 240)]])
