@@ -28,7 +28,7 @@ import traitlets
 from PIL import Image
 
 from .checkpoints import load_pretrained
-from .evaluation import classify, load_classifier
+from .classifier import classify, load_classifier
 from .handwriting import PAD_SIZE, PEN_FRACTION, EmptyDrawingError, to_mnist
 from .model import CVAE
 from .widgets import (
@@ -223,13 +223,12 @@ class DrawingPad(ShowsWidget):
 
     def _update_sheet(self) -> None:
         """Encode the drawing with the picked digit (z = mu), decode z with every label."""
-        num = self.model.config.num_classes
         device = self.model.device
         with torch.inference_mode(), cpu_threads(1):
             y = torch.tensor([self.digit], device=device)  # (1,)
             mu, _ = self.model.encode(self.x, y)  # (1, D)
             self.z = mu
-            x_hat = self.model.decode(mu.expand(num, -1), torch.arange(num, device=device))  # (1, D) -> (10, D) -> (10, 1, 28, 28)
+            x_hat = self.model.decode_all_labels(mu)[0]  # (1, D) -> (1, 10, 1, 28, 28) -> (10, 1, 28, 28)
             pixels = (x_hat[:, 0] * 255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()  # (10, 28, 28)
         self.sheet_image.value = png_bytes(row_pixels(pixels, self.digit))
 
