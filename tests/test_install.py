@@ -1,9 +1,13 @@
 """Install files: pyproject.toml is the single source of truth; environment.yml,
 the Makefile, the README and .ci/run must agree with it."""
+import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 if sys.version_info >= (3, 11):
@@ -64,3 +68,56 @@ def test_the_drawing_pads_front_end_is_package_data():
     assert "static/*" in pyproject()["tool"]["setuptools"]["package-data"]["lab_utils"]
     assert (ROOT / "lab_utils" / "static" / "drawing_pad.js").is_file()
     assert (ROOT / "lab_utils" / "static" / "drawing_pad.css").is_file()
+
+
+def _make_lab(tmp_path, *overrides):
+    """Run the Makefile's real `lab` recipe with a stand-in `jupyter` that only
+    prints its arguments; returns make's output."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    fake = venv / "bin" / "jupyter"
+    fake.write_text('#!/bin/sh\necho "JUPYTER $*"\n')
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-o", f"{venv}/.installed", "lab", f"VENV={venv}", *overrides],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    return done.stdout
+
+
+def _opened(output):
+    (line,) = [line for line in output.splitlines() if line.startswith("JUPYTER ")]
+    return line.split()[-1]
+
+
+def test_make_lab_opens_a_git_ignored_copy_never_the_reference_notebooks(tmp_path):
+    # The default folder, without running the recipe (make -n): not notebooks/, and git-ignored.
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "lab"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    (launch,) = [line for line in dry.splitlines() if "jupyter lab" in line]
+    folder = launch.split()[-1].rstrip("/")
+    assert folder and Path(folder).parts[0] != "notebooks", launch
+    if shutil.which("git") and (ROOT / ".git").exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"{folder}/00_setup_and_data.ipynb"], cwd=ROOT)
+        assert ignored.returncode == 0, f"{folder}/ must be git-ignored"
+    else:  # pragma: no cover - a tarball without git
+        assert f"/{folder}/" in (ROOT / ".gitignore").read_text().split()
+
+    # The recipe itself: copies the notebooks there, then never overwrites a student's copy.
+    work = tmp_path / "work"
+    out = _make_lab(tmp_path, f"WORK={work}")
+    assert Path(_opened(out).rstrip("/")) == work
+    reference = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert sorted(p.name for p in work.glob("*.ipynb")) == reference
+    edited = work / reference[0]
+    edited.write_text("my own edits")
+    (work / reference[-1]).unlink()
+    out = _make_lab(tmp_path, f"WORK={work}")
+    assert edited.read_text() == "my own edits"
+    assert (work / reference[-1]).is_file() and f"copied notebooks/{reference[-1]}" in out
+    # JupyterLab refuses to run as root without --allow-root.
+    assert ("--allow-root" in out) == (os.geteuid() == 0)
