@@ -1,5 +1,6 @@
 """The drawing pad in a real browser: run 08_your_handwriting.ipynb in JupyterLab,
-draw with the mouse on the pad, and check what the kernel answers."""
+draw with the mouse on the pad, and check what the kernel answers; then restart
+the kernel and check that the pad says so instead of silently taking ink."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import nbformat
 import pytest
 
 NOTEBOOK = "notebooks/08_your_handwriting.ipynb"
+ANSWER_TIMEOUT_MS = 5000  # lab_utils.drawing_pad.ANSWER_TIMEOUT_MS: when the page warns
 RUN_TIMEOUT = 300  # s: the notebook's cells, kernel start included, on a busy 2-core machine
 
 
@@ -49,8 +51,13 @@ def wait_for_reading(page, text: str, timeout: float = 60) -> str:
     return reading.inner_text()
 
 
+def pad_status(page) -> str:
+    """The pad's own status line: empty while Python answers the drawings."""
+    return page.locator(".cvae-pad-status").first.evaluate("el => el.textContent")
+
+
 @pytest.mark.e2e
-def test_draw_a_one_then_clear_and_draw_a_zero(lab):
+def test_draw_a_one_then_clear_and_draw_a_zero_then_restart_the_kernel(lab):
     page = lab.page
     lab.open_notebook(NOTEBOOK)
     wait_for_all_cells(page)
@@ -81,3 +88,18 @@ def test_draw_a_one_then_clear_and_draw_a_zero(lab):
     draw(page, canvas, ellipse)
     assert "reads 0" in wait_for_reading(page, "reads 0")
     assert lab.image_bytes(sheet) != sheet_one
+
+    # The live kernel answered every drawing: no warning, even after the pad's timeout.
+    page.wait_for_timeout(ANSWER_TIMEOUT_MS + 1500)
+    assert pad_status(page) == "", f"a false alarm with a live kernel: {pad_status(page)!r}"
+
+    # Restart the kernel (what Kernel > Restart Kernel does): the pad's Python object is
+    # gone. The next stroke must not vanish silently: the page says what to do.
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart()")
+    lab.wait_for_kernel_idle()
+    draw(page, canvas, [(140, 40 + 10 * i) for i in range(21)])
+    status = page.locator(".cvae-pad-status").first
+    page.wait_for_function("el => el.textContent.includes('run the notebook from the top')",
+                           arg=status.element_handle(), timeout=30_000)
+    assert status.is_visible()
+    assert "reads 0" in wait_for_reading(page, "reads 0")  # nothing in Python read the 1
