@@ -30,13 +30,9 @@ import torch
 from torch import nn
 
 from .checkpoints import load_pretrained
+from .classifier import load_classifier
 from .handwriting import BOX, FIELD, INK_LEVEL, PAD_SIZE, PEN_FRACTION
 from .model import CVAE
-
-try:  # the classifier has its own module in newer lab_utils
-    from .classifier import load_classifier
-except ImportError:  # pragma: no cover - older layout
-    from .classifier import load_classifier
 
 FORMAT = "cvae-lab-web"
 FORMAT_VERSION = 1

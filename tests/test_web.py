@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from lab_utils import load_pretrained, web
+from lab_utils.classifier import load_classifier
 from lab_utils.handwriting import draw_strokes, to_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +26,6 @@ NN_JS = ROOT / "site" / "_static" / "cvae_nn.js"
 CHROMIUM = os.environ.get("CVAE_LAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-try:
-    from lab_utils.classifier import load_classifier
-except ImportError:  # older layout
-    from lab_utils.classifier import load_classifier
 
 # Runs the page's code on inputs.json; `read(name)` gives a file's bytes as an ArrayBuffer.
 JS_BODY = """
