@@ -209,9 +209,15 @@ def load_mnist(
         elif not download:
             raise _not_found(key, raw_folder, None) from None
         else:
+            made = [d for d in (root_path, root_path / folder_name, raw_folder) if not d.exists()]
             try:
                 ds = cls(str(root_path), train=train, download=True)
             except Exception as exc:  # no network, read-only folder, ...
+                for d in reversed(made):  # leave no empty folders behind
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
                 # from None: torchvision's own "Dataset not found. You can use
                 # download=True" would otherwise head the traceback; the cause
                 # is summarised in the message.

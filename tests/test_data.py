@@ -1,5 +1,6 @@
 """data: MNIST as in-memory tensors, the data root rule, and the offline error."""
 import gzip
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,6 +104,7 @@ def test_failed_download_error_is_not_chained_to_torchvisions(tmp_path, monkeypa
     import torchvision
 
     def no_network(self, *a, **k):
+        Path(self.raw_folder).mkdir(parents=True)  # as torchvision does before downloading
         raise RuntimeError("Error downloading x.gz:\nTried mirror A, got:\n<urlopen error no route>\n")
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_network)
@@ -113,3 +115,4 @@ def test_failed_download_error_is_not_chained_to_torchvisions(tmp_path, monkeypa
     assert err.__cause__ is None and err.__suppress_context__
     assert err.download_error == "Error downloading x.gz: <urlopen error no route>"
     assert "\n" not in str(err) and "CVAE_LAB_DATA" in str(err)
+    assert not (tmp_path / "MNIST").exists(), "a failed download leaves no empty folder behind"
