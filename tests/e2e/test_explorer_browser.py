@@ -55,3 +55,24 @@ def test_digit_slider_moves_with_the_keyboard(lab):
     assert np.abs(after - python_pixels(START_DIGIT + 1)).max() <= 2, \
         f"the browser does not show digit {START_DIGIT + 1} with the notebook's noise"
     assert page.locator("img.cvae-explorer-image").count() == 1  # updated in place, not appended
+
+    # The noise sliders are numbered from 0, like the latent dimensions of notebooks 02 and 03.
+    labels = explorer.locator(".cvae-explorer-noise .widget-label").all_inner_texts()
+    assert [t.strip() for t in labels] == [f"z{i}" for i in range(20)]
+
+    # Temperature 0 (Home key): every slider shows the z decoded, 0, and new noise is locked.
+    src_before = image.get_attribute("src")
+    temperature = explorer.locator(".cvae-explorer-temperature .noUi-handle").first
+    temperature.focus()
+    page.keyboard.press("Home")
+    page.wait_for_function(
+        """el => {
+            const readouts = [...el.querySelectorAll('.cvae-explorer-noise .widget-readout')];
+            return readouts.length === 20 && readouts.every(r => r.textContent.trim() === '0.0');
+        }""",
+        arg=explorer.element_handle(), timeout=30_000,
+    )
+    page.wait_for_function("([img, old]) => img.src !== old", arg=[image.element_handle(), src_before],
+                           timeout=30_000)
+    assert explorer.locator("button.cvae-explorer-new-noise").is_disabled()
+    assert "temperature 0" in explorer.locator(".cvae-explorer-note").inner_text()
