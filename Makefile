@@ -15,7 +15,7 @@ TORCH_INDEX_URL := $(if $(filter cpu,$(TORCH_INDEX)),https://download.pytorch.or
 # JupyterLab refuses to start as root unless told to.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: setup lab test unit notebooks e2e student clean
+.PHONY: setup lab test unit notebooks e2e student site clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "CVAE Lab needs Python 3.10 or newer, found " + sys.version.split()[0]'
@@ -52,6 +52,11 @@ e2e: setup
 student: setup
 	$(PY) -m lab_utils.student
 
+# The series as a static website, from the notebooks' saved outputs (nothing is
+# executed, nothing is fetched): site/_build/html/index.html.
+site: setup
+	$(PY) -m sphinx -b html -q site site/_build/html
+
 # Leaves $(WORK)/ alone: it holds your own work.
 clean:
-	rm -rf $(VENV) student .pytest_cache
+	rm -rf $(VENV) student .pytest_cache site/_build site/notebooks
