@@ -46,10 +46,110 @@ export function readTensors(entry, buffer) {
 }
 
 // ----- the operations ----------------------------------------------------------------
+// 3x3, stride 1, zero padding 1 (every conv of the lab model and the classifier): the
+// input is copied once into a zero-bordered buffer, each output pixel is summed in a
+// register over the channels and the nine taps; input channels that are all zero
+// (nine of the encoder's ten label maps) are skipped.
+function conv3x3(x, [C, H, W], w, b) {
+  const O = w.shape[0];
+  const Hp = H + 2, Wp = W + 2, P = Hp * Wp;
+  const xp = new Float32Array(C * P);
+  const active = [];
+  for (let c = 0; c < C; c++) {
+    let any = false;
+    for (let y = 0; y < H; y++) {
+      const src = (c * H + y) * W, dst = c * P + (y + 1) * Wp + 1;
+      for (let i = 0; i < W; i++) {
+        const v = x[src + i];
+        xp[dst + i] = v;
+        if (v !== 0) any = true;
+      }
+    }
+    if (any) active.push(c);
+  }
+  const out = new Float32Array(O * H * W);
+  const wd = w.data;
+  const nA = active.length;
+  for (let o = 0; o < O; o++) {
+    const bo = b.data[o];
+    for (let y = 0; y < H; y++) {
+      const orow = (o * H + y) * W;
+      for (let xx = 0; xx < W; xx++) {
+        let s = bo;
+        for (let a = 0; a < nA; a++) {
+          const c = active[a];
+          const p = c * P + y * Wp + xx;
+          const k = (o * C + c) * 9;
+          s += wd[k] * xp[p] + wd[k + 1] * xp[p + 1] + wd[k + 2] * xp[p + 2]
+            + wd[k + 3] * xp[p + Wp] + wd[k + 4] * xp[p + Wp + 1] + wd[k + 5] * xp[p + Wp + 2]
+            + wd[k + 6] * xp[p + 2 * Wp] + wd[k + 7] * xp[p + 2 * Wp + 1] + wd[k + 8] * xp[p + 2 * Wp + 2];
+        }
+        out[orow + xx] = s;
+      }
+    }
+  }
+  return [out, [O, H, W]];
+}
+
+// Nearest x2 upsampling followed by a 3x3 conv (padding 1), in one pass over the small
+// map: each output pixel of parity (py, px) sees only 2x2 distinct input pixels, so the
+// nine taps fold into four (rows 0 | 1+2 for even rows, 0+1 | 2 for odd ones; columns
+// alike). Same result as upsample-then-conv, 2.25 times fewer multiplications.
+function upsample2Conv3x3(x, [C, H, W], w, b) {
+  const O = w.shape[0];
+  const Hp = H + 2, Wp = W + 2, P = Hp * Wp;
+  const xp = new Float32Array(C * P);
+  for (let c = 0; c < C; c++) {
+    for (let y = 0; y < H; y++) xp.set(x.subarray((c * H + y) * W, (c * H + y + 1) * W), c * P + (y + 1) * Wp + 1);
+  }
+  const wd = w.data;
+  // k[(((o * C + c) * 2 + py) * 2 + px) * 4 + (2 * dy + dx)]: the folded 2x2 kernels
+  const k = new Float64Array(O * C * 16);
+  const fold = [[[0], [1, 2]], [[0, 1], [2]]];  // fold[parity][d]: the 3x3 rows (cols) it sums
+  for (let o = 0; o < O; o++) {
+    for (let c = 0; c < C; c++) {
+      const base = (o * C + c) * 9;
+      for (let py = 0; py < 2; py++) {
+        for (let px = 0; px < 2; px++) {
+          for (let dy = 0; dy < 2; dy++) {
+            for (let dx = 0; dx < 2; dx++) {
+              let v = 0;
+              for (const r of fold[py][dy]) for (const q of fold[px][dx]) v += wd[base + 3 * r + q];
+              k[(((o * C + c) * 2 + py) * 2 + px) * 4 + 2 * dy + dx] = v;
+            }
+          }
+        }
+      }
+    }
+  }
+  const Ho = 2 * H, Wo = 2 * W;
+  const out = new Float32Array(O * Ho * Wo);
+  for (let o = 0; o < O; o++) {
+    const bo = b.data[o];
+    for (let y = 0; y < Ho; y++) {
+      const py = y & 1, r0 = (y >> 1) + py;  // padded row of the upper of the two input rows
+      for (let xx = 0; xx < Wo; xx++) {
+        const px = xx & 1, q0 = (xx >> 1) + px;
+        let s = bo;
+        for (let c = 0; c < C; c++) {
+          const p = c * P + r0 * Wp + q0;
+          const kk = (((o * C + c) * 2 + py) * 2 + px) * 4;
+          s += k[kk] * xp[p] + k[kk + 1] * xp[p + 1] + k[kk + 2] * xp[p + Wp] + k[kk + 3] * xp[p + Wp + 1];
+        }
+        out[(o * Ho + y) * Wo + xx] = s;
+      }
+    }
+  }
+  return [out, [O, Ho, Wo]];
+}
+
+// Any square kernel, stride and zero padding (the general case, e.g. the wide model's
+// strided convs).
 function conv2d(x, shape, w, b, stride, pad) {
   const [C, H, W] = shape;
   const [O, Ci, K] = w.shape;
   if (Ci !== C) throw new Error(`conv2d: ${C} input channels, the weight wants ${Ci}`);
+  if (K === 3 && stride === 1 && pad === 1) return conv3x3(x, shape, w, b);
   const Ho = Math.floor((H + 2 * pad - K) / stride) + 1;
   const Wo = Math.floor((W + 2 * pad - K) / stride) + 1;
   const out = new Float32Array(O * Ho * Wo);
@@ -71,11 +171,7 @@ function conv2d(x, shape, w, b, stride, pad) {
             if (iy < 0 || iy >= H) continue;
             const row = xc + iy * W - pad + kx;
             const orow = oy * Wo;
-            if (stride === 1) {
-              for (let ox = ox0; ox < ox1; ox++) plane[orow + ox] += wv * x[row + ox];
-            } else {
-              for (let ox = ox0; ox < ox1; ox++) plane[orow + ox] += wv * x[row + ox * stride];
-            }
+            for (let ox = ox0; ox < ox1; ox++) plane[orow + ox] += wv * x[row + ox * stride];
           }
         }
       }
@@ -127,7 +223,15 @@ function upsampleNearest(x, [C, H, W], s) {
 
 /** Run a list of operations (a model's program from models.json) on `x` of `shape`. */
 export function run(ops, tensors, x, shape) {
-  for (const op of ops) {
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i];
+    const next = ops[i + 1];
+    if (op.op === "upsample_nearest" && op.scale === 2 && next && next.op === "conv2d"
+        && next.stride === 1 && next.padding === 1 && tensors[next.weight].shape[2] === 3) {
+      [x, shape] = upsample2Conv3x3(x, shape, tensors[next.weight], tensors[next.bias]);
+      i += 1;
+      continue;
+    }
     switch (op.op) {
       case "conv2d":
         [x, shape] = conv2d(x, shape, tensors[op.weight], tensors[op.bias], op.stride, op.padding);

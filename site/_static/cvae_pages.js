@@ -236,7 +236,8 @@ export class Pad {
     this.x = this.z = this.reading = null;
     this.digitFromStudent = false;
     this.explorer = null;
-    this.lastUpdateMs = 0;
+    this.lastUpdateMs = 0;   // the update path alone: pixels -> to_mnist -> ... -> sheet
+    this.lastUpdateEnd = 0;  // performance.now() when the latest update was drawn
     this.updates = 0;
 
     const n = cvae.numClasses;
@@ -309,7 +310,8 @@ export class Pad {
     this.showReading();
     this.updateSheet();
     this.updates += 1;
-    this.lastUpdateMs = performance.now() - start;
+    this.lastUpdateEnd = performance.now();
+    this.lastUpdateMs = this.lastUpdateEnd - start;
     return digit;
   }
 
