@@ -271,14 +271,22 @@ def measure(model: CVAE, x_test: torch.Tensor, y_test: torch.Tensor,
 
 
 def train_command(checkpoint_info: dict) -> str:
-    """The command line that retrains a shipped model, read from its checkpoint."""
-    tc = checkpoint_info.get("train_config") or {}
-    parts = ["python -m lab_utils.train", f"--model {tc.get('model', 'lab')}",
-             f"--epochs {checkpoint_info.get('epochs', tc.get('epochs'))}"]
+    """The command line that retrains a shipped model, read from its checkpoint.
+
+    The stored settings are read as ``TrainConfig.from_dict`` reads them, so a
+    checkpoint from before a setting existed gets the value it was trained with
+    (``--init pytorch --plain`` for a model trained before those options).
+    """
+    tc = TrainConfig.from_dict(checkpoint_info.get("train_config") or {})
+    parts = ["python -m lab_utils.train", f"--model {tc.model}",
+             f"--epochs {checkpoint_info.get('epochs', tc.epochs)}"]
     defaults = TrainConfig()  # flags equal to the command line's defaults are left out
-    for key in ("lr", "lr_schedule", "batch_size", "seed", "dataset", "train_size", "test_size"):
-        if key in tc and tc[key] != getattr(defaults, key):
-            parts.append(f"--{key.replace('_', '-')} {tc[key]}")
+    for key in ("lr", "lr_schedule", "warmup_steps", "init", "batch_size", "seed", "dataset",
+                "train_size", "test_size"):
+        if getattr(tc, key) != getattr(defaults, key):
+            parts.append(f"--{key.replace('_', '-')} {getattr(tc, key)}")
+    if not tc.fast:
+        parts.append("--plain")
     return " ".join(parts)
 
 

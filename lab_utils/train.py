@@ -3,8 +3,12 @@
     python -m lab_utils.train --epochs 10 --out checkpoints/lab.pt
 
 Mini-batches are sliced from in-memory tensors (no ``DataLoader``), and the
-model and its input use the ``channels_last`` memory format: on a laptop CPU
-both make an epoch markedly faster (``benchmarks/train_speed.py``).
+loss is computed by ``lab_utils.fast``: the same function of the weights as the
+plain model's forward pass, arranged so that a CPU runs it several times faster
+(``benchmarks/train_speed.py``; ``--plain`` runs the plain forward pass).
+The first ``warmup_steps`` batches ramp the learning rate up from near 0:
+without it, the first Adam steps can shut a digit out of the narrow encoder
+for good (see ``TrainConfig.warmup_steps`` and ``evaluation.silent_digits``).
 Taught in ``05_training.ipynb``.
 """
 from __future__ import annotations
@@ -19,46 +23,75 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from tqdm.auto import tqdm
 
+from . import fast
 from .checkpoints import load_state, read_checkpoint, save_checkpoint
 from .data import load_mnist, subset
+from .labels import check_labels
 from .losses import loss_function, negative_elbo
-from .model import CVAE, get_config
+from .model import CONFIGS, CVAE, StoredConfig, check_images, eval_mode, get_config
 from .runtime import get_device
+
+# Fields added to TrainConfig after models were trained and shipped, with the
+# value that reproduces a run made before the field existed.
+_ADDED_FIELDS = {"warmup_steps": 0, "fast": False, "init": "pytorch"}
+# Fields removed since, with the one value a stored config may hold for them: the
+# value at which the field did nothing (any other value would be silently lost).
+_REMOVED_FIELDS = {"decay_epochs": None}
+INITS = ("label-neutral", "pytorch")
+# The bias the label-neutral start gives the encoder's convolutions: small and
+# positive, so every ReLU of the narrow layers passes its input at the start.
+NARROW_BIAS = 0.1
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StoredConfig):
     """How a model is trained. Stored in every checkpoint next to the architecture."""
 
     model: str = "lab"            # a name from lab_utils.model.CONFIGS
     epochs: int = 10              # total epochs (a resumed run trains up to this many)
     batch_size: int = 128         # as in pytorch/examples vae/main.py
-    lr: float = 1e-3              # Adam; 3e-3 can kill the lab model's 1-channel ReLU layer
-    # Shuffling, initialisation and noise. Not 0: from seed 0 the narrow ReLU
-    # layers of the lab encoder shut the 5s and 8s out of z (123 nats after 10
-    # epochs instead of 109); evaluation.silent_digits checks a trained model.
-    seed: int = 1
-    log_every: int = 10           # record the loss every this many batches (the seed's Figure 3)
+    lr: float = 1e-3              # Adam's peak learning rate
+    seed: int = 0                 # initialisation, shuffling and noise
+    log_every: int = 10           # record the loss every this many batches (the lab report's Figure 3)
     dataset: str = "mnist"        # or "fashion-mnist"
     train_size: int | None = None # None: the whole training set (60,000)
     test_size: int | None = None  # None: the whole test set (10,000)
-    channels_last: bool = True    # faster convolutions on CPU
+    channels_last: bool = True    # plain route only: faster convolutions on a CPU
     lr_schedule: str = "constant" # or "cosine": decay the lr to 0 over the run (short runs end lower)
+    # Linear learning-rate warm-up over the first batches. Adam's first steps move
+    # every weight by about lr whatever its gradient; at full lr they can push a
+    # digit's label bias below zero in the 3- and 1-channel ReLU layers, which
+    # then pass nothing for that digit, ever (a silent digit).
+    warmup_steps: int = 0
+    fast: bool = True             # the lab_utils.fast route (same loss, faster); False: model(x, y)
+    # The starting weights: "label-neutral" (see initialise) or "pytorch", the
+    # layers' default initialisation alone, which leaves some seeds with a silent digit.
+    init: str = "label-neutral"
 
     def __post_init__(self):
         get_config(self.model)  # fails early on an unknown name
-        for name in ("epochs", "batch_size", "log_every"):
-            if getattr(self, name) < (0 if name == "epochs" else 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "log_every", "warmup_steps"):
+            low = 0 if name in ("epochs", "warmup_steps") else 1
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The config a checkpoint stored. Unknown keys are refused (as for the
+        architecture); a field added since the checkpoint was written takes the
+        value that reproduces how that model was trained (``_ADDED_FIELDS``)."""
+        d = dict(d)
+        for name, inert in _REMOVED_FIELDS.items():
+            if name in d and d.pop(name) != inert:
+                raise ValueError(f"this checkpoint was trained with {name}, which this version "
+                                 f"of lab_utils no longer has; retrain it or use an older version")
+        return super().from_dict({**_ADDED_FIELDS, **d})
 
 
 @dataclass
@@ -80,7 +113,41 @@ class History:
     @classmethod
     def from_dict(cls, d: dict) -> "History":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: list(v) for k, v in d.items() if k in known})
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown History fields {sorted(unknown)}")
+        return cls(**{k: list(v) for k, v in d.items()})
+
+
+def initialise(model: CVAE, init: str = "label-neutral") -> CVAE:
+    """Set the starting weights of ``model`` (in place; returns it).
+
+    ``"pytorch"`` keeps the layers' default initialisation. With it, the label
+    kernels of the first convolution start random, so each digit starts with
+    its own random bias in the 3- and then 1-channel ReLU layers: for some
+    seeds a digit's bias is so negative that the 1-channel map is zero for all
+    its images before the first step (``evaluation.silent_digits`` at step 0),
+    its images then send no gradient into the convolutions, and it stays
+    silent. ``"label-neutral"`` changes two things, nothing else:
+
+    * the first convolution's label-channel kernels start at zero, so every
+      digit starts from the same features (training then learns the per-digit
+      bias from a neutral start), and
+    * the encoder convolutions' biases start at ``NARROW_BIAS`` (0.1) instead
+      of a random value, so their ReLUs start open. A small positive bias for
+      ReLU units is a common start (e.g. Krizhevsky et al., 2012, used 1).
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "pytorch":
+        return model
+    convs = [m for m in model.encoder.conv if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        if model.config.conditional:
+            convs[0].weight[:, 1:].zero_()  # (C, 1 + K, 3, 3): the K label channels
+        for conv in convs:
+            conv.bias.fill_(NARROW_BIAS)
+    return model
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
@@ -90,16 +157,46 @@ def batches(n: int, batch_size: int, generator: torch.Generator | None = None):
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
-    """The learning rate at batch ``step`` of ``total_steps``: constant, or a cosine
-    decay from ``config.lr`` to 0. A function of the step alone, so a resumed run
-    continues the same curve."""
+    """The learning rate at batch ``step`` of ``total_steps``.
+
+    A linear warm-up over the first ``warmup_steps`` batches (from lr/warmup to
+    lr), times the schedule: constant, or a cosine decay from ``config.lr`` to 0.
+    A function of the step alone, so a resumed run continues the same curve.
+    """
+    lr = config.lr
     if config.lr_schedule == "cosine":
-        return config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-    return config.lr
+        lr *= 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    if step < config.warmup_steps:
+        lr *= (step + 1) / config.warmup_steps
+    return lr
 
 
-def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int,
+                 start_step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """:func:`learning_rate` as a ``LambdaLR``, positioned at ``start_step`` (a resumed run)."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr  # LambdaLR multiplies this by the factor below
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate(config, step, total_steps) / config.lr,
+        last_epoch=start_step - 1)
+
+
+def batch_loss(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
+               fast_route: bool = False) -> torch.Tensor:
+    """The summed negative ELBO of a batch (a scalar tensor): plain forward pass,
+    or ``lab_utils.fast``'s route to the same number."""
+    if fast_route:
+        return fast.negative_elbo(model, x, y).sum()
+    x_hat, mu, logvar = model(x, y)
+    return loss_function(x_hat, x, mu, logvar)
+
+
+def _optimise(model, optimizer, x, y, fast_route: bool) -> torch.Tensor:
+    loss = batch_loss(model, x, y, fast_route)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def train_step(
@@ -119,26 +216,35 @@ def train_step(
 
 @torch.inference_mode()
 def evaluate(
-    model: CVAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1000, seed: int = 0
+    model: CVAE, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 1000, seed: int = 0,
+    *, fast_route: bool = False,
 ) -> float:
     """Mean negative ELBO (nats per image) with a sampled z, as the VAE paper reports.
 
     The noise comes from its own seeded generator, so the figure is repeatable
-    and the training run's random stream is untouched.
+    and the training run's random stream is untouched. ``fast_route`` computes
+    the same number through ``lab_utils.fast`` (as training does).
     """
-    was_training = model.training
-    model.eval()
     device = model.device
-    total = 0.0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    fast_route = fast_route and fast.supports(model.config)
+    with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for idx in batches(x.shape[0], batch_size):
             xb = x[idx].to(device)
             yb = None if y is None else y[idx].to(device)
-            x_hat, mu, logvar = model(xb, yb)
-            total += negative_elbo(x_hat, xb, mu, logvar).sum().item()
-    model.train(was_training)
-    return total / x.shape[0]
+            if fast_route:
+                per_image = fast.negative_elbo(model, xb, yb)
+            else:
+                x_hat, mu, logvar = model(xb, yb)
+                per_image = negative_elbo(x_hat, xb, mu, logvar)
+            total += per_image.sum()
+    return total.item() / x.shape[0]
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The whole data set on an accelerator (no copy per batch); on the CPU, as it is."""
+    return x if device.type == "cpu" else x.to(device)
 
 
 def train(
@@ -146,6 +252,7 @@ def train(
     x: torch.Tensor,
     y: torch.Tensor,
     config: TrainConfig,
+    *,
     x_test: torch.Tensor | None = None,
     y_test: torch.Tensor | None = None,
     optimizer: torch.optim.Optimizer | None = None,
@@ -157,50 +264,59 @@ def train(
 ) -> History:
     """Train ``model`` in place for epochs ``start_epoch .. config.epochs - 1``.
 
-    ``x`` (N, 1, 28, 28) in [0, 1] and ``y`` (N,) stay where they are (CPU);
-    each mini-batch moves to the model's device. Every ``log_every`` batches
+    ``x`` (N, 1, 28, 28) in [0, 1] and ``y`` (N,) are checked once here (not
+    every batch); on a GPU they move to it once. Every ``log_every`` batches
     the batch loss (nats per image) goes into the history; after each epoch
     the test negative ELBO is measured if a test set is given.
     ``on_epoch_end(epoch, history)`` is called after each epoch (to save).
     ``progress`` shows a tqdm bar per epoch, ``verbose`` prints a line per epoch.
     """
     device = model.device
-    if config.channels_last:
+    check_images(x, model.config.image_size)
+    check_labels(y, model.config.num_classes)
+    fast_route = config.fast and fast.supports(model.config)
+    if config.channels_last and not fast_route:
         model.to(memory_format=torch.channels_last)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr)
     history = history or History()
     conditional = model.config.conditional
+    x, y = _to_device(x, device), _to_device(y, device)
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
+    scheduler = lr_scheduler(optimizer, config, config.epochs * steps_per_epoch,
+                             start_step=start_epoch * steps_per_epoch)
     for epoch in range(start_epoch, config.epochs):
         # Seed per epoch, so a resumed run sees the same batches as an unbroken one.
         torch.manual_seed(config.seed * 1000 + epoch)
         g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         model.train()
-        start, cpu_start, running = time.perf_counter(), time.process_time(), 0.0
+        start, cpu_start = time.perf_counter(), time.process_time()
+        running = torch.zeros((), dtype=torch.float64, device=device)
+        logged: list[torch.Tensor] = []  # read back once per epoch: no host sync per step
         bar = tqdm(batches(n, config.batch_size, g), total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
                    leave=False)
         for i, idx in enumerate(bar):
-            xb = _prepare(x[idx].to(device, non_blocking=True), config.channels_last)  # (B, 1, 28, 28)
-            yb = y[idx].to(device) if conditional else None  # (B,)
-            if config.lr_schedule != "constant":
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(config, epoch * steps_per_epoch + i,
-                                                config.epochs * steps_per_epoch)
-            loss = train_step(model, optimizer, xb, yb)
-            per_image = loss / xb.shape[0]
+            idx = idx.to(device, non_blocking=True)
+            xb = x[idx]  # (B, 1, 28, 28)
+            if config.channels_last and not fast_route:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = y[idx] if conditional else None  # (B,)
+            loss = _optimise(model, optimizer, xb, yb, fast_route)
+            scheduler.step()
             running += loss
             if i % config.log_every == 0:
                 history.step.append(epoch * steps_per_epoch + i)
-                history.loss.append(per_image)
-                bar.set_postfix(loss=f"{per_image:.1f}")
+                logged.append(loss / xb.shape[0])
+                if progress:
+                    bar.set_postfix(loss=f"{logged[-1].item():.1f}")
+        history.loss.extend(torch.stack(logged).tolist())
+        history.epoch_train_nelbo.append(running.item() / n)
         history.epoch_seconds.append(time.perf_counter() - start)
         history.epoch_cpu_seconds.append(time.process_time() - cpu_start)
-        history.epoch_train_nelbo.append(running / n)
         if x_test is not None:
             history.epoch_test_nelbo.append(
-                evaluate(model, x_test, y_test if conditional else None)
+                evaluate(model, x_test, y_test if conditional else None, fast_route=fast_route)
             )
         if verbose:
             test = (f", test -ELBO {history.epoch_test_nelbo[-1]:.2f}"
@@ -226,6 +342,7 @@ def load_data(config: TrainConfig, root=None):
 
 def fit(
     config: TrainConfig,
+    *,
     out: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
@@ -241,7 +358,7 @@ def fit(
     """
     device = get_device(device)
     torch.manual_seed(config.seed)
-    model = CVAE(config.model).to(device)
+    model = initialise(CVAE(config.model), config.init).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history, start_epoch = History(), 0
     if resume is not None:
@@ -265,7 +382,7 @@ def fit(
         save_checkpoint(out, model, train_config=asdict(config), history=hist.to_dict(),
                         metrics=metrics, optimizer=optimizer, epochs=epoch + 1)
 
-    history = train(model, x, y, config, x_test, y_test, optimizer=optimizer,
+    history = train(model, x, y, config, x_test=x_test, y_test=y_test, optimizer=optimizer,
                     history=history, start_epoch=start_epoch, progress=progress,
                     on_epoch_end=save)
     model.to(memory_format=torch.contiguous_format)
@@ -280,10 +397,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, default=d.epochs, help="total epochs (default %(default)s)")
     p.add_argument("--out", default=None, help="checkpoint path (default checkpoints/<model>.pt)")
-    p.add_argument("--model", default=d.model, choices=sorted(__import__("lab_utils.model", fromlist=["CONFIGS"]).CONFIGS))
+    p.add_argument("--model", default=d.model, choices=sorted(CONFIGS))
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine"],
                    help="cosine: decay the learning rate to 0 over the run")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="linear learning-rate warm-up over this many batches (default %(default)s)")
+    p.add_argument("--init", default=d.init, choices=INITS,
+                   help="starting weights: label-neutral (default) or pytorch (the layers' "
+                        "defaults, which leave some seeds with a silent digit)")
+    p.add_argument("--plain", action="store_true",
+                   help="compute the loss with the plain forward pass model(x, y) instead of "
+                        "lab_utils.fast (the same function, slower)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
@@ -301,7 +426,8 @@ def main(argv=None) -> int:
     try:
         config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, dataset=args.dataset,
-                             train_size=args.train_size, test_size=args.test_size)
+                             train_size=args.train_size, test_size=args.test_size,
+                             warmup_steps=args.warmup_steps, fast=not args.plain, init=args.init)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

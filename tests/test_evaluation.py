@@ -194,15 +194,18 @@ def test_shipped_wide_model_explains_digits_better_than_the_lab_model(trained, m
 
 
 def test_train_command_reproduces_the_shipped_training_settings():
-    from lab_utils.train import parse_args
+    from lab_utils.train import TrainConfig, parse_args
 
     for name in ("lab", "wide", "fashion"):
         info = load_pretrained(name).checkpoint_info
         command = ev.train_command(info)
         assert command.startswith("python -m lab_utils.train ")
         args = vars(parse_args(command.split()[3:]))
-        for key in ("model", "epochs", "lr", "lr_schedule", "batch_size", "seed", "dataset"):
-            assert args[key] == info["train_config"][key], (name, key, command)
+        stored = TrainConfig.from_dict(info["train_config"])
+        for key in ("model", "epochs", "lr", "lr_schedule", "warmup_steps", "init", "batch_size",
+                    "seed", "dataset"):
+            assert args[key] == getattr(stored, key), (name, key, command)
+        assert args["plain"] == (not stored.fast), (name, command)
 
 
 def test_results_table_has_a_row_per_model(trained, classifier, small_batch):

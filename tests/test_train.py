@@ -4,7 +4,8 @@ import torch
 
 from lab_utils.checkpoints import load_checkpoint, read_checkpoint
 from lab_utils.model import CVAE
-from lab_utils.train import History, TrainConfig, evaluate, fit, main, train
+from lab_utils.evaluation import silent_digits
+from lab_utils.train import History, TrainConfig, evaluate, fit, initialise, main, train
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def test_a_short_run_lowers_the_loss(tiny_data):
     model = CVAE("lab")
     before = evaluate(model, xt, yt)
     cfg = TrainConfig(epochs=2, batch_size=64)
-    history = train(model, x, y, cfg, xt, yt, progress=False, verbose=False)
+    history = train(model, x, y, cfg, x_test=xt, y_test=yt, progress=False, verbose=False)
     after = history.epoch_test_nelbo[-1]
     assert before > 500  # untrained: about 784 * log 2
     assert after < before - 200, (before, after)
@@ -64,7 +65,7 @@ def test_bad_train_config_is_refused():
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="unknown model configuration"):
         TrainConfig(model="giant")
-    with pytest.raises(ValueError, match="batch_size must be positive"):
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
         TrainConfig(batch_size=0)
 
 
@@ -90,3 +91,75 @@ def test_command_line_trains_and_saves(tmp_path, capsys):
 def test_command_line_refuses_bad_values(capsys):
     assert main(["--epochs", "1", "--lr", "-1"]) == 2
     assert "lr must be positive" in capsys.readouterr().err
+
+
+def test_train_takes_its_settings_by_keyword(tiny_data):
+    x, y, xt, yt = tiny_data
+    with pytest.raises(TypeError):
+        train(CVAE("lab"), x, y, TrainConfig(epochs=1), xt, yt)
+
+
+def test_a_checkpoint_config_from_before_the_new_fields_reads_as_it_was_trained():
+    old = {"model": "lab", "epochs": 120, "batch_size": 128, "lr": 0.001, "seed": 1,
+           "log_every": 10, "dataset": "mnist", "train_size": None, "test_size": None,
+           "channels_last": True, "lr_schedule": "constant"}
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.warmup_steps, cfg.fast, cfg.init) == (0, False, "pytorch")
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({**old, "learning_rate": 0.1})
+    assert TrainConfig.from_dict({**old, "decay_epochs": None}) == cfg  # removed, was off
+    with pytest.raises(ValueError, match="no longer has"):
+        TrainConfig.from_dict({**old, "decay_epochs": 30})
+    with pytest.raises(ValueError, match="unknown History fields"):
+        History.from_dict({"step": [0], "loss": [1.0], "losses": [1.0]})
+
+
+def test_label_neutral_start_zeroes_the_label_kernels_and_opens_the_relus():
+    torch.manual_seed(0)
+    model = initialise(CVAE("lab"), "label-neutral")
+    first, second = model.encoder.conv[0], model.encoder.conv[2]
+    assert torch.count_nonzero(first.weight[:, 1:]) == 0  # the 10 label channels
+    assert torch.count_nonzero(first.weight[:, :1]) == first.weight[:, :1].numel()  # the image's
+    assert torch.all(first.bias == 0.1) and torch.all(second.bias == 0.1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        initialise(model, "xavier")
+
+
+@pytest.mark.parametrize("seed", [2, 4, 5])
+def test_seeds_that_start_with_silent_digits_start_healthy_label_neutral(seed, mnist_test):
+    """With PyTorch's default initialisation these seeds have silent digits before
+    the first step (seed 2: nine of them); the label-neutral start has none."""
+    x, y = mnist_test
+    x, y = x[:2000], y[:2000]
+    torch.manual_seed(seed)
+    default = CVAE("lab")
+    assert silent_digits(default, x, y), "expected silent digits at PyTorch's initialisation"
+    torch.manual_seed(seed)
+    neutral = initialise(CVAE("lab"), "label-neutral")
+    assert silent_digits(neutral, x, y) == []
+
+
+def test_fit_starts_from_the_configured_initialisation(tiny_data):
+    x, y, xt, yt = tiny_data
+    data = (x[:128], y[:128], xt[:100], yt[:100])
+    for init in ("label-neutral", "pytorch"):
+        cfg = TrainConfig(epochs=0, init=init, seed=3)
+        model, _ = fit(cfg, device="cpu", progress=False, data=data)
+        torch.manual_seed(3)
+        expected = initialise(CVAE("lab"), init)
+        for (k, a), b in zip(model.state_dict().items(), expected.state_dict().values()):
+            torch.testing.assert_close(a, b, msg=k)
+
+
+def test_the_fast_and_plain_routes_train_alike(tiny_data):
+    """Same seed, same batches, same noise: the two routes' loss curves agree to
+    float32 tolerance (they differ only in the order of the sums)."""
+    x, y, xt, yt = tiny_data
+    curves = {}
+    for route in (True, False):
+        torch.manual_seed(0)
+        model = CVAE("lab")
+        cfg = TrainConfig(epochs=1, batch_size=64, fast=route)
+        h = train(model, x[:640], y[:640], cfg, x_test=xt, y_test=yt, progress=False)
+        curves[route] = h.epoch_train_nelbo + h.epoch_test_nelbo
+    assert curves[True] == pytest.approx(curves[False], rel=2e-4)
