@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from lab_utils.checkpoints import available_pretrained, load_pretrained
+from lab_utils.checkpoints import available_pretrained, load_checkpoint, load_pretrained
 from lab_utils.classifier import accuracy, load_classifier
 from lab_utils.data import load_mnist
 from lab_utils.evaluation import measure, pixel_entropy, results_table, train_command
@@ -31,6 +31,11 @@ def main(argv=None) -> int:
     # 1,000 per digit: the overall figure has a standard error of about 0.2 points.
     p.add_argument("--n-per-label", type=int, default=1000, help="prior samples per digit")
     p.add_argument("--models", default=None, help="comma-separated names (default: all shipped)")
+    p.add_argument("--classifier", default=None,
+                   help="the classifier checkpoint that reads label fidelity (default: the shipped one), "
+                        "e.g. one from `python -m lab_utils.classifier --no-augment --out PATH`")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
+                   help="also measure this checkpoint under this name (repeatable)")
     args = p.parse_args(argv)
     ks = tuple(int(k) for k in args.ks.split(","))
     names = args.models.split(",") if args.models else [
@@ -38,7 +43,9 @@ def main(argv=None) -> int:
     ] + [n for n in available_pretrained() if n not in ORDER]
 
     start = time.perf_counter()
-    classifier = load_classifier()
+    classifier = load_classifier(path=args.classifier) if args.classifier else load_classifier()
+    extra = dict(item.split("=", 1) for item in args.extra)
+    names += list(extra)
     tests = {}
     for dataset in ("mnist", "fashion-mnist"):
         try:
@@ -46,6 +53,8 @@ def main(argv=None) -> int:
         except FileNotFoundError:
             pass
     x, y = tests["mnist"]
+    augment = classifier.checkpoint_info.get("train_config", {}).get("augment")
+    print(f"classifier {args.classifier or '(shipped)'}, trained with augmentation: {augment}")
     print(f"classifier: test accuracy {accuracy(classifier, x, y):.4f} on the "
           f"{x.shape[0]:,} MNIST test digits")
     for dataset, (xt, _) in tests.items():
@@ -56,7 +65,7 @@ def main(argv=None) -> int:
     for name in names:
         t0 = time.perf_counter()
         torch.manual_seed(0)
-        model = load_pretrained(name)
+        model = load_checkpoint(extra[name])[0] if name in extra else load_pretrained(name)
         dataset = model.checkpoint_info["train_config"].get("dataset", "mnist")
         if dataset not in tests:
             print(f"skipping {name}: no {dataset} test set found")
