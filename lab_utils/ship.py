@@ -1,6 +1,6 @@
 """Ship a trained checkpoint into the package: ``python -m lab_utils.ship SRC DST``.
 
-    python -m lab_utils.train --epochs 120 --seed 3 --out checkpoints/lab-shipped.pt
+    python -m lab_utils.train --epochs 120 --out checkpoints/lab-shipped.pt
     python -m lab_utils.ship checkpoints/lab-shipped.pt lab_utils/pretrained/lab.pt
 
 The command line of :func:`lab_utils.checkpoints.ship`: it drops the optimizer
