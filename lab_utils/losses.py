@@ -1,7 +1,7 @@
 """The VAE objective: reconstruction (BCE) + KL, per image, and the IWAE bound.
 
 All functions return one number per image (nats), so a batch's loss is their
-sum (as in the seed and pytorch/examples) and a report is their mean.
+sum (as in the lab report and pytorch/examples) and a report is their mean.
 Taught in ``03_reparameterization.ipynb`` (KL), ``05_training.ipynb``
 (negative ELBO) and ``07_evaluation.ipynb`` (IWAE).
 """

@@ -1,7 +1,7 @@
 """The lab CVAE: encoder, reparameterization, upsampling decoder.
 
 One set of classes builds every model of the series; a :class:`CVAEConfig`
-says how wide each part is. ``CONFIGS["lab"]`` is the seed architecture
+says how wide each part is. ``CONFIGS["lab"]`` is the lab report's architecture
 (343,057 parameters), ``CONFIGS["wide"]`` a wider model from the same ideas,
 ``CONFIGS["lab-vae"]`` the lab model without labels (a plain VAE).
 Taught in ``02_encoder.ipynb`` (encoder), ``03_reparameterization.ipynb`` and
@@ -85,7 +85,7 @@ class CVAEConfig(StoredConfig):
 
 
 CONFIGS: dict[str, CVAEConfig] = {
-    # The seed architecture, layer for layer.
+    # The lab report's architecture, layer for layer.
     "lab": CVAEConfig(),
     # Same ideas (label channels in the encoder, upsampling decoder), wider:
     # strided convs 28 -> 14 -> 7 with 32 and 64 channels instead of a 1-channel

@@ -1,4 +1,4 @@
-"""model: the lab CVAE, layer for layer as in the seed, with validated inputs."""
+"""model: the lab CVAE, layer for layer as in the lab report, with validated inputs."""
 import pytest
 import torch
 from torch import nn
