@@ -9,8 +9,10 @@ This module turns the questions of ``07_evaluation.ipynb`` into numbers:
   ``classifier.py`` reads digits sampled from the prior (label fidelity);
 * is a digit shut out of z? the spread of the encoder's narrowest features
   (``feature_spread``, ``silent_digits``);
+* how much of the label does z still carry? a linear or small MLP probe that
+  reads y from the codes (``label_probe``, taught in ``06_exploring.ipynb``);
 * pictures that go with the numbers: reconstructions and latent
-  interpolations (the "same noise, all ten labels" sheets are drawn by
+  interpolations (the "same noise, all ten labels" grid is drawn by
   ``plots.plot_disentanglement``).
 
 Taught in ``07_evaluation.ipynb``.
@@ -236,6 +238,53 @@ def interpolate(model: CVAE, x_a: torch.Tensor, y_a, x_b: torch.Tensor, y_b,
     if conditional:
         y = torch.where(t.view(-1) < 0.5, label_a, label_b).long()  # (steps,)
     return model.decode(z, y).cpu()
+
+
+# --------------------------------------------------------------------------
+# What does z know about the label? (a probe)
+# --------------------------------------------------------------------------
+
+def label_probe(features: torch.Tensor, labels: torch.Tensor,
+                test_features: torch.Tensor, test_labels: torch.Tensor,
+                hidden: int = 0, steps: int = 500, lr: float = 0.01,
+                weight_decay: float = 1e-4, seed: int = 0) -> float:
+    """Accuracy on ``test_features`` of a classifier fitted to predict ``labels``
+    from ``features`` (N, D): how much of the label a code still carries.
+
+    Why: a CVAE's decoder is given y, so the KL term gives z no reason to keep
+    it; a probe measures whether z keeps it anyway (Alain & Bengio 2016 for
+    probes). ``hidden=0`` is a linear probe (multinomial logistic regression),
+    ``hidden > 0`` one ReLU layer of that width, which also finds labels that
+    no hyperplane separates. The features are standardised with the fitting
+    set's mean and sd; the probe is fitted full batch with Adam for ``steps``
+    steps from a seeded start (no settings are tuned, so no validation split
+    is needed). Chance is the share of the most frequent test label (about
+    0.1 for MNIST). Taught in ``06_exploring.ipynb``.
+    """
+    check_labels(labels, NUM_CLASSES)
+    check_labels(test_labels, NUM_CLASSES)
+    f, f_test = features.detach().float().cpu(), test_features.detach().float().cpu()
+    if f.dim() != 2 or f_test.dim() != 2 or f.shape[1] != f_test.shape[1]:
+        raise ValueError(f"features must be (N, D) and (M, D), got {tuple(f.shape)} "
+                         f"and {tuple(f_test.shape)}")
+    mean, sd = f.mean(0), f.std(0).clamp(min=1e-6)  # (D,) each: the fitting set's
+    f, f_test = (f - mean) / sd, (f_test - mean) / sd
+    with torch.random.fork_rng(devices=[]):  # a seeded start that leaves the caller's RNG alone
+        torch.manual_seed(seed)
+        d = f.shape[1]
+        probe = (torch.nn.Linear(d, NUM_CLASSES) if hidden == 0 else
+                 torch.nn.Sequential(torch.nn.Linear(d, hidden), torch.nn.ReLU(),
+                                     torch.nn.Linear(hidden, NUM_CLASSES)))
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    y = labels.cpu()
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(probe(f), y).backward()  # (N, 10) logits
+            opt.step()
+    with torch.no_grad():
+        read = probe(f_test).argmax(1)  # (M, 10) -> (M,)
+    return (read == test_labels.cpu()).float().mean().item()
 
 
 # --------------------------------------------------------------------------
