@@ -1,7 +1,8 @@
-"""Figures of the series: image grids, the loss curve, the disentanglement grid.
+"""Figures of the series: image grids, the loss curve, the noise-by-label grid.
 
 Every figure has a title and labelled axes, so a saved notebook reads on its own.
-Taught throughout; the disentanglement grid in ``06_exploring.ipynb``.
+Taught throughout; the noise-by-label grid (the lab report's Figure 2) in
+``06_exploring.ipynb``.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def show_images(
 
 
 def plot_loss_curve(history, ax=None, title: str = "Training loss (logged every 10 batches)"):
-    """The seed's Figure 3: batch loss against batch index."""
+    """The lab report's Figure 3: batch loss against batch index."""
     h = history if isinstance(history, dict) else history.to_dict()
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))
@@ -79,15 +80,15 @@ def plot_loss_curve(history, ax=None, title: str = "Training loss (logged every 
 
 @torch.inference_mode()
 def label_noise_grid(model, z: torch.Tensor, labels: Sequence[int] = range(10)) -> torch.Tensor:
-    """Decode every (label, noise) pair: z (K, D) and L labels -> images (L, K, 1, 28, 28).
+    """Decode every (noise, label) pair: z (K, D) and L labels -> images (K, L, 1, 28, 28).
 
-    Row ``i`` shares label ``labels[i]``; column ``j`` shares the noise ``z[j]``.
+    Row ``j`` shares the noise ``z[j]``; column ``i`` shares the label ``labels[i]``: the
+    orientation of the lab report's Figure 2, of the explorer's row and of 08's sheets.
     """
     y = torch.as_tensor(list(labels), dtype=torch.long)  # (L,)
     check_labels(y, model.config.num_classes)
     images = model.decode_all_labels(z, y)  # (K, D) -> (K, L, 1, 28, 28), L = 1 for a plain VAE
-    images = images.expand(z.shape[0], y.shape[0], *images.shape[2:])  # a plain VAE: L equal rows
-    return images.transpose(0, 1).cpu()  # (K, L, 1, 28, 28) -> (L, K, 1, 28, 28)
+    return images.expand(z.shape[0], y.shape[0], *images.shape[2:]).cpu()  # a plain VAE: L equal columns
 
 
 def plot_disentanglement(
@@ -97,22 +98,28 @@ def plot_disentanglement(
     temperature: float = 1.0,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
-    title: str = "Each row shares a label, each column shares the noise z",
+    title: str = "Each row shares the noise z, each column a label",
 ):
-    """The seed's Figure 2: a grid of generated digits, label by row, noise by column."""
+    """The lab report's Figure 2: generated digits, one noise per row, the labels along it.
+
+    What it shows is a style-content separation (the label sets the content, z the
+    style shared along a row); it is not disentanglement in the sense of Higgins et al.
+    (2017), single latent dimensions aligned with independent factors. The name is
+    kept for the callers.
+    """
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_noise, model.config.latent_dim, generator=g) * temperature  # (K, D)
-    grid = label_noise_grid(model, z, labels)  # (L, K, 1, 28, 28)
-    L, K = grid.shape[:2]
-    image = make_grid(grid.flatten(0, 1), nrow=K, padding=2, pad_value=1.0)[0]  # (H', W')
-    fig, ax = plt.subplots(figsize=(0.75 * K + 1.2, 0.75 * L + 0.8))
+    grid = label_noise_grid(model, z, labels)  # (K, L, 1, 28, 28)
+    K, L = grid.shape[:2]
+    image = make_grid(grid.flatten(0, 1), nrow=L, padding=2, pad_value=1.0)[0]  # (H', W')
+    fig, ax = plt.subplots(figsize=(0.75 * L + 1.2, 0.75 * K + 0.8))
     ax.imshow(image, cmap="gray", vmin=0, vmax=1)
     step = 30  # 28 px + 2 px padding
-    ax.set_xticks([2 + 14 + step * j for j in range(K)], [f"z{j + 1}" for j in range(K)])
     names = class_names or [str(int(v)) for v in labels]
-    ax.set_yticks([2 + 14 + step * i for i in range(L)], [names[i] for i in range(L)])
-    ax.set_xlabel("noise sample (shared down each column)")
-    ax.set_ylabel("requested label")
+    ax.set_xticks([2 + 14 + step * i for i in range(L)], [names[i] for i in range(L)])
+    ax.set_yticks([2 + 14 + step * j for j in range(K)], [f"noise {j + 1}" for j in range(K)])
+    ax.set_xlabel("requested label")
+    ax.set_ylabel("noise z (shared along each row)")
     ax.set_title(title)
     ax.tick_params(length=0)
     return fig
