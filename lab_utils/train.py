@@ -4,8 +4,10 @@
 
 Mini-batches are sliced from in-memory tensors (no ``DataLoader``), and the
 loss is computed by ``lab_utils.fast``: the same function of the weights as the
-plain model's forward pass, arranged so that a CPU runs it several times faster
-(``benchmarks/train_speed.py``; ``--plain`` runs the plain forward pass).
+plain model's forward pass up to float32 rounding (``tests/test_fast.py``),
+arranged so that a CPU runs it faster (``benchmarks/train_speed.py``;
+``--plain`` runs the plain forward pass). ``train(..., step=fn)`` trains with
+your own step function instead (the plain route; notebook 05's exercise).
 The first ``warmup_steps`` batches ramp the learning rate up from near 0:
 without it, the first Adam steps can shut a digit out of the narrow encoder
 for good (see ``TrainConfig.warmup_steps`` and ``evaluation.silent_digits``).
@@ -18,7 +20,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -134,8 +136,9 @@ def initialise(model: CVAE, init: str = "label-neutral") -> CVAE:
       digit starts from the same features (training then learns the per-digit
       bias from a neutral start), and
     * the encoder convolutions' biases start at ``NARROW_BIAS`` (0.1) instead
-      of a random value, so their ReLUs start open. A small positive bias for
-      ReLU units is a common start (e.g. Krizhevsky et al., 2012, used 1).
+      of a random value, so their ReLUs start open. Krizhevsky et al. (2012)
+      set some layers' biases to 1 for the same reason ("providing the ReLUs
+      with positive inputs"); 0.1 is this lab's choice.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
@@ -261,6 +264,7 @@ def train(
     progress: bool = True,
     on_epoch_end=None,
     verbose: bool = True,
+    step=None,
 ) -> History:
     """Train ``model`` in place for epochs ``start_epoch .. config.epochs - 1``.
 
@@ -270,11 +274,16 @@ def train(
     the test negative ELBO is measured if a test set is given.
     ``on_epoch_end(epoch, history)`` is called after each epoch (to save).
     ``progress`` shows a tqdm bar per epoch, ``verbose`` prints a line per epoch.
+    ``step(model, optimizer, xb, yb) -> float`` replaces the built-in step (a
+    student's :func:`train_step`): it computes its own loss, so the loop runs
+    the plain route (``config.fast`` is ignored, the test set is evaluated the
+    plain way) and reads one float per batch; a correct step trains exactly as
+    ``config.fast=False`` does. None (the default): the built-in step.
     """
     device = model.device
     check_images(x, model.config.image_size)
     check_labels(y, model.config.num_classes)
-    fast_route = config.fast and fast.supports(model.config)
+    fast_route = config.fast and fast.supports(model.config) and step is None
     if config.channels_last and not fast_route:
         model.to(memory_format=torch.channels_last)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -302,7 +311,11 @@ def train(
             if config.channels_last and not fast_route:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y[idx] if conditional else None  # (B,)
-            loss = _optimise(model, optimizer, xb, yb, fast_route)
+            if step is None:
+                loss = _optimise(model, optimizer, xb, yb, fast_route)
+            else:  # a float: as a float32 tensor, like the built-in step's loss
+                loss = torch.as_tensor(step(model, optimizer, xb, yb), dtype=torch.float32,
+                                       device=device)
             scheduler.step()
             running += loss
             if i % config.log_every == 0:
@@ -349,12 +362,15 @@ def fit(
     data_root=None,
     progress: bool = True,
     data=None,
+    step=None,
 ) -> tuple[CVAE, History]:
     """Build (or resume), train, evaluate and save a model: what the command line does.
 
     With ``out``, the checkpoint is saved atomically after every epoch, so an
     interrupted run loses at most one epoch and can be resumed with ``resume``.
-    ``data`` may pass ``(x, y, x_test, y_test)`` already in memory.
+    ``data`` may pass ``(x, y, x_test, y_test)`` already in memory. ``step``
+    trains with that step function (see :func:`train`); the checkpoint then
+    records ``fast=False``, the route such a run takes.
     """
     device = get_device(device)
     torch.manual_seed(config.seed)
@@ -379,12 +395,13 @@ def fit(
         metrics = {"test_nelbo": hist.epoch_test_nelbo[-1]} if hist.epoch_test_nelbo else {}
         metrics["train_seconds"] = sum(hist.epoch_seconds)
         metrics["train_cpu_seconds"] = sum(hist.epoch_cpu_seconds)
-        save_checkpoint(out, model, train_config=asdict(config), history=hist.to_dict(),
+        stored = asdict(config if step is None else replace(config, fast=False))
+        save_checkpoint(out, model, train_config=stored, history=hist.to_dict(),
                         metrics=metrics, optimizer=optimizer, epochs=epoch + 1)
 
     history = train(model, x, y, config, x_test=x_test, y_test=y_test, optimizer=optimizer,
                     history=history, start_epoch=start_epoch, progress=progress,
-                    on_epoch_end=save)
+                    on_epoch_end=save, step=step)
     model.to(memory_format=torch.contiguous_format)
     return model.eval(), history
 

@@ -163,3 +163,31 @@ def test_the_fast_and_plain_routes_train_alike(tiny_data):
         h = train(model, x[:640], y[:640], cfg, x_test=xt, y_test=yt, progress=False)
         curves[route] = h.epoch_train_nelbo + h.epoch_test_nelbo
     assert curves[True] == pytest.approx(curves[False], rel=2e-4)
+
+
+def test_a_step_function_trains_exactly_as_the_plain_route(tiny_data, tmp_path):
+    """``step=`` (notebook 05 trains with the student's train_step): the reference
+    step through it gives the same run as ``fast=False``, bit for bit, and the
+    checkpoint records the route it took."""
+    from dataclasses import replace
+
+    from lab_utils.train import train_step
+
+    x, y, xt, yt = tiny_data
+    data = (x[:640], y[:640], xt[:200], yt[:200])
+    cfg = TrainConfig(epochs=1, batch_size=64)  # fast=True: ignored when a step is given
+    calls = []
+
+    def counting_step(model, optimizer, xb, yb):
+        calls.append(xb.shape[0])
+        return train_step(model, optimizer, xb, yb)
+
+    ckpt = tmp_path / "step.pt"
+    stepped, h_step = fit(cfg, out=ckpt, device="cpu", progress=False, data=data,
+                          step=counting_step)
+    plain, h_plain = fit(replace(cfg, fast=False), device="cpu", progress=False, data=data)
+    assert calls == [64] * 10
+    assert h_step.loss == h_plain.loss and h_step.epoch_test_nelbo == h_plain.epoch_test_nelbo
+    for (k, a), b in zip(stepped.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert read_checkpoint(ckpt)["train_config"]["fast"] is False
