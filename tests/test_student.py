@@ -176,6 +176,24 @@ def test_rewriting_leaves_no_temporary_files_and_replaces_old_copies(tmp_path):
     assert "raise NotImplementedError" in (out / "01_lesson.ipynb").read_text()
 
 
+def test_student_files_are_readable_by_others_whatever_the_umask(tmp_path):
+    """0644 like checkpoints, set before the atomic rename: a lab account can read them."""
+    lesson = _notebook(tmp_path / "01_lesson.ipynb", SOLVED)
+    plain = _notebook(tmp_path / "00_intro.ipynb", "print(1)")
+    os.chmod(plain, 0o600)  # the copy gets 0644, not the source's mode
+    out = tmp_path / "class" / "student"
+    old = os.umask(0o077)
+    try:
+        student.write_student_notebooks([plain, lesson], out)
+    finally:
+        os.umask(old)
+    for name in ("00_intro.ipynb", "01_lesson.ipynb"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
+    for folder in (out, out.parent):  # the folders it created
+        assert folder.stat().st_mode & 0o777 == 0o755, folder
+    assert sorted(p.name for p in out.iterdir()) == ["00_intro.ipynb", "01_lesson.ipynb"]
+
+
 def test_the_default_output_is_the_git_ignored_student_folder():
     assert student.default_out() == REPO / "student"
     assert "/student/" in (REPO / ".gitignore").read_text().splitlines()
