@@ -9,6 +9,8 @@ This module turns the questions of ``07_evaluation.ipynb`` into numbers:
   ``classifier.py`` reads digits sampled from the prior (label fidelity);
 * is a digit shut out of z? the spread of the encoder's narrowest features
   (``feature_spread``, ``silent_digits``);
+* which latent dimensions does the model use? the active-unit count of
+  Burda et al. (2016) (``unit_activity``, ``active_units``);
 * how much of the label does z still carry? a linear or small MLP probe that
   reads y from the codes (``label_probe``, taught in ``06_exploring.ipynb``);
 * pictures that go with the numbers: reconstructions and latent
@@ -238,6 +240,39 @@ def interpolate(model: CVAE, x_a: torch.Tensor, y_a, x_b: torch.Tensor, y_b,
     if conditional:
         y = torch.where(t.view(-1) < 0.5, label_a, label_b).long()  # (steps,)
     return model.decode(z, y).cpu()
+
+
+# --------------------------------------------------------------------------
+# Which latent dimensions does the model use? (active units)
+# --------------------------------------------------------------------------
+
+@torch.inference_mode()
+def unit_activity(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
+                  batch_size: int = 1000) -> torch.Tensor:
+    """The activity of each latent dimension, Cov_x(E_q[z_j]): the variance over
+    the images ``x`` of the posterior mean mu_j(x, y). Returns (D,).
+
+    Why: a dimension whose posterior mean does not move with the image carries
+    nothing about it; the KL term then pulls its q(z_j | x, y) onto the prior
+    for every x (posterior collapse of that dimension) and the decoder learns
+    to ignore it. Burda et al. (2016) measure this variance. Labels are
+    ignored for a plain VAE.
+    """
+    device = model.device
+    y = _labels_for(model, y)
+    with eval_mode(model):
+        mus = [model.encode(x[i:i + batch_size].to(device),
+                            None if y is None else y[i:i + batch_size].to(device))[0].cpu()
+               for i in range(0, x.shape[0], batch_size)]  # each (b, D)
+    return torch.cat(mus).var(dim=0, correction=0)  # (N, D) -> (D,)
+
+
+def active_units(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
+                 threshold: float = 0.01) -> list[int]:
+    """The latent dimensions j whose activity Cov_x(E_q[z_j]) exceeds ``threshold``
+    (Burda et al. 2016's test and cut, 0.01): the units the model uses.
+    ``len(active_units(...))`` is their count; the others have collapsed."""
+    return [j for j, a in enumerate(unit_activity(model, x, y).tolist()) if a > threshold]
 
 
 # --------------------------------------------------------------------------
