@@ -312,13 +312,18 @@ def label_probe(features: torch.Tensor, labels: torch.Tensor,
                                      torch.nn.Linear(hidden, NUM_CLASSES)))
     opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
     y = labels.cpu()
-    with torch.enable_grad():
-        for _ in range(steps):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(probe(f), y).backward()  # (N, 10) logits
-            opt.step()
-    with torch.no_grad():
-        read = probe(f_test).argmax(1)  # (M, 10) -> (M,)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # matrices this small gain nothing from threads; one thread
+    try:                      # also sums in one order, so the result is the same anywhere
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(probe(f), y).backward()  # (N, 10) logits
+                opt.step()
+        with torch.no_grad():
+            read = probe(f_test).argmax(1)  # (M, 10) -> (M,)
+    finally:
+        torch.set_num_threads(threads)
     return (read == test_labels.cpu()).float().mean().item()
 
 
