@@ -41,13 +41,15 @@ def test_mlp_probe_finds_what_no_hyperplane_separates():
     assert mlp > linear + 0.3
 
 
-def test_probe_is_seeded_and_leaves_the_global_rng_alone():
+def test_probe_is_seeded_and_leaves_the_global_rng_and_threads_alone():
     f, y = _clusters(500, seed=0, spread=1.5)
     f_test, y_test = _clusters(500, seed=1, spread=1.5)
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
+    threads = torch.get_num_threads()
     a = label_probe(f, y, f_test, y_test, hidden=16, seed=3)
     after = torch.rand(1)
+    assert torch.get_num_threads() == threads
     assert a == label_probe(f, y, f_test, y_test, hidden=16, seed=3)
     assert torch.equal(before, after)
