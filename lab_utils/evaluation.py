@@ -13,6 +13,8 @@ This module turns the questions of ``07_evaluation.ipynb`` into numbers:
   Burda et al. (2016) (``unit_activity``, ``active_units``);
 * how much of the label does z still carry? a linear or small MLP probe that
   reads y from the codes (``label_probe``, taught in ``06_exploring.ipynb``);
+* how far does a digit lean? its slant from the image moments (``slant``,
+  taught in ``06_exploring.ipynb``);
 * pictures that go with the numbers: reconstructions and latent
   interpolations (the "same noise, all ten labels" grid is drawn by
   ``plots.plot_disentanglement``).
@@ -132,6 +134,26 @@ def pixel_entropy(x: torch.Tensor) -> float:
     p = x.double().clamp(1e-12, 1 - 1e-12)
     h = -(p * p.log() + (1 - p) * (1 - p).log())  # (N, 1, 28, 28)
     return h.flatten(1).sum(1).mean().item()  # (N, 784) -> (N,) -> mean
+
+
+def slant(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, 1, 28, 28) -> slant (N,): pixels the ink moves right per row upwards.
+
+    From the brightness-weighted image moments about each image's centre of
+    ink: the least-squares line c = beta * r through the ink has
+    beta = mu11 / mu02 (mu11 = sum x r c, mu02 = sum x r^2, rows r counted
+    downwards), so one row *up* moves the ink -mu11 / mu02 pixels to the right.
+    0 for an upright stroke or ink symmetric left to right, > 0 when the digit
+    leans right. A style measure computed from the pixels alone, so it can judge
+    what a latent dimension does. Taught in ``06_exploring.ipynb`` (its exercise).
+    """
+    x = x[:, 0]  # (N, 1, 28, 28) -> (N, 28, 28)
+    mass = x.sum((1, 2), keepdim=True)  # (N, 1, 1)
+    r = torch.arange(28.0).view(1, 28, 1)  # row index, counted downwards
+    c = torch.arange(28.0).view(1, 1, 28)  # column index, counted to the right
+    r = r - (x * r).sum((1, 2), keepdim=True) / mass  # (N, 28, 1): from the centre of ink
+    c = c - (x * c).sum((1, 2), keepdim=True) / mass  # (N, 1, 28)
+    return -(x * r * c).sum((1, 2)) / (x * r * r).sum((1, 2))  # (N,)
 
 
 # --------------------------------------------------------------------------

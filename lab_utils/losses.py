@@ -53,6 +53,21 @@ def _gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) 
     ).sum(-1)
 
 
+def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
+    """The IWAE bound on log p(x | y) per image from its log importance weights.
+
+    (K, B) -> (B,). ``log_w[k, b] = log p(x_b, z_k | y_b) - log q(z_k | x_b, y_b)``
+    for K draws z_k ~ q(z | x_b, y_b); the bound is log (1/K) sum_k w_k
+    (Burda et al., 2016) = logsumexp over K minus log K. ``logsumexp`` subtracts
+    the largest log weight before exponentiating: the log weights of an MNIST
+    digit lie a hundred nats or more below 0, and in float32 exp(-104) is
+    already 0, so log(mean(exp(log_w))) would give -inf (taught in
+    ``07_evaluation.ipynb``, whose exercise writes it).
+    """
+    K = log_w.shape[0]
+    return torch.logsumexp(log_w, dim=0) - math.log(K)  # (K, B) -> (B,)
+
+
 def iwae_bound(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 1) -> torch.Tensor:
     """Importance-weighted estimate of -log p(x | y) per image (B,), with k samples.
 
@@ -74,4 +89,4 @@ def iwae_bound(model, x: torch.Tensor, y: torch.Tensor | None, k: int = 1) -> to
     log_pz = _gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))  # (k, B)
     log_qz = _gaussian_log_prob(z, mu_k, logvar_k)  # (k, B)
     log_w = log_px + log_pz - log_qz  # (k, B)
-    return -(torch.logsumexp(log_w, dim=0) - math.log(k))  # (B,)
+    return -iwae_from_log_weights(log_w)  # (B,)
