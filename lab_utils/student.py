@@ -456,11 +456,12 @@ def _main_nbgrader(paths: list[Path], root: Path) -> int:
 
 
 def default_notebooks() -> list[Path]:
-    """The series in order: ``notebooks/*.ipynb`` of this repository."""
+    """The series in order: ``notebooks/NN_*.ipynb`` of this repository (a scratch
+    copy such as ``_tmp.ipynb`` or ``Untitled.ipynb`` is not part of the series)."""
     folder = REPO_ROOT / "notebooks"
     if not folder.is_dir():
         folder = Path.cwd() / "notebooks"
-    return sorted(folder.glob("*.ipynb"))
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
 def default_out() -> Path:
