@@ -1042,6 +1042,19 @@ def _train_one_step_case(fn):
     torch.manual_seed(11)
     ref_loss = reference_train_step(ref_model, ref_optimizer, x, y)
     _check_returned_loss(out, ref_loss, x.shape[0], _loss_terms(11, x, y))
+    if not _same_params(model, ref_model):
+        bce_model, bce_optimizer = _new_model_and_optimizer()
+        torch.manual_seed(11)
+        x_hat, _, _ = bce_model(x, y)
+        bce_optimizer.zero_grad()
+        bce(x_hat, x).sum().backward()
+        bce_optimizer.step()
+        if _same_params(model, bce_model):
+            raise Mistake("the KL term is missing: the weights took a step on the BCE alone",
+                          "the loss is the negative ELBO, reconstruction plus KL; without the KL "
+                          "the model is a plain autoencoder and sampling from the prior fails "
+                          "(the KL of a fresh model is tiny, so the returned loss looks right)",
+                          _LOSS_MORE)
     _check_step_params(model, ref_model, initial)
 
 

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 from lab_utils import checks
 from lab_utils.labels import expand_labels, one_hot
-from lab_utils.losses import kl_divergence, loss_function
+from lab_utils.evaluation import slant
+from lab_utils.handwriting import center_of_mass
+from lab_utils.losses import bce, iwae_from_log_weights, kl_divergence, loss_function
 from lab_utils.model import Decoder, Encoder
 
 FALLBACK = "using the lab_utils reference for the rest of this notebook"
@@ -61,6 +63,28 @@ def good_train_step(model, optimizer, x, y):
     return loss.item()
 
 
+def good_slant(x):
+    x = x[:, 0]
+    mass = x.sum((1, 2), keepdim=True)
+    r = torch.arange(28.0).view(1, 28, 1)
+    c = torch.arange(28.0).view(1, 1, 28)
+    r = r - (x * r).sum((1, 2), keepdim=True) / mass
+    c = c - (x * c).sum((1, 2), keepdim=True) / mass
+    return -(x * r * c).sum((1, 2)) / (x * r * r).sum((1, 2))
+
+
+def good_iwae_bound(log_w):
+    return torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(log_w.shape[0])))
+
+
+def good_center_of_mass(image):
+    H, W = image.shape
+    total = image.sum()
+    rows = (image * torch.arange(H).view(H, 1)).sum() / total
+    cols = (image * torch.arange(W).view(1, W)).sum() / total
+    return rows.item(), cols.item()
+
+
 CHECKS = {
     # check name: (check, a correct function, the reference it falls back to, number of cases)
     "expand_labels": (checks.check_expand_labels, good_expand_labels, expand_labels, 4),
@@ -70,6 +94,25 @@ CHECKS = {
     "kl_divergence": (checks.check_kl_divergence, good_kl_divergence, kl_divergence, 4),
     "decoder_forward": (checks.check_decoder_forward, good_decoder_forward, Decoder.forward, 4),
     "train_step": (checks.check_train_step, good_train_step, checks.reference_train_step, 2),
+    "slant": (checks.check_slant, good_slant, slant, 2),
+    "iwae_bound": (checks.check_iwae_bound, good_iwae_bound, iwae_from_log_weights, 3),
+    "center_of_mass": (checks.check_center_of_mass, good_center_of_mass, center_of_mass, 1),
+}
+
+# Solution code that the first tier (the verdict) must never show, per exercise.
+KEY_EXPRESSIONS = {
+    "expand_labels": [".expand(", "view(B, 10, 1, 1)", "view(-1, 10, 1, 1)"],
+    "encoder_forward": ["torch.cat([x, labels], dim=1)", "encoder.fc_mu(h)", "encoder.fc_logvar(h)",
+                        "h.flatten(1)"],
+    "reparameterize": ["randn_like", "exp(0.5", "mu + std * eps"],
+    "kl_divergence": ["1 + logvar", "logvar.exp()", "exp(logvar)", "mu.pow(2)", "sum(dim=1)"],
+    "decoder_forward": ["torch.cat([z, one_hot(y)], dim=1)", "view(B, 2, 14, 14)",
+                        "view(-1, 2, 14, 14)", "decoder.conv(h"],
+    "train_step": ["loss_function(x_hat, x, mu, logvar)", "optimizer.zero_grad()", "loss.backward()",
+                   "optimizer.step()", "return loss.item()", 'reduction="sum"'],
+    "slant": ["(x * r * c)", "(x * r * r)", "-mu11 / mu02", "arange(28.0).view"],
+    "iwae_bound": ["logsumexp(log_w", "math.log(K)", "log(K)"],
+    "center_of_mass": ["arange(H)", "image.sum(1)", "image.sum(dim=1)", "/ image.sum()"],
 }
 
 
@@ -133,7 +176,7 @@ def test_another_exception_is_one_short_line(name, capsys):
     out = capsys.readouterr().out
     assert "raised ValueError: something odd" in out
     assert "second line" not in out and "Traceback" not in out
-    assert len(out.splitlines()) <= 6
+    assert len(out.splitlines()) <= 7
 
 
 def test_passing_the_result_instead_of_the_function(capsys):
@@ -239,7 +282,7 @@ MISTAKES = {
         "reparameterize",
         lambda mu, logvar: mu + _std(logvar) * torch.randn(
             mu.shape, generator=torch.Generator().manual_seed(0)),
-        ["3 of 4 cases passed", "z is the same on every call", "draw a fresh eps"]),
+        ["3 of 4 cases passed", "z is the same on every call", "draw fresh noise"]),
     "reparam: uniform noise": (
         "reparameterize", lambda mu, logvar: mu + _std(logvar) * torch.rand_like(mu),
         ["z is never below mu", "torch.rand_like is uniform"]),
@@ -273,7 +316,7 @@ MISTAKES = {
         ["shape (20,), expected (5,)", "you summed over the batch (dim=0)"]),
     "kl: not summed": (
         "kl_divergence", lambda mu, lv: -0.5 * (1 + lv - mu.pow(2) - lv.exp()),
-        ["shape (5, 20), expected (5,)", "sum over the latent dims with .sum(dim=1)"]),
+        ["shape (5, 20), expected (5,)", "the latent dims still have to be added up", ".sum(dim=1)"]),
     "kl: sigma^2 = logvar": (
         "kl_divergence", lambda mu, lv: -0.5 * torch.sum(1 + lv - mu.pow(2) - lv, dim=1),
         ["1 of 4 cases passed (gradients reach mu and logvar)", "sigma^2 is taken as logvar"]),
@@ -336,36 +379,160 @@ MISTAKES = {
          "step needs the gradients that backward computes"]),
     "train: zero_grad after backward": (
         "train_step", _train(loss_function, late_zero=True),
-        ["the gradients are all zero", "zero_grad after backward wipes the gradients"]),
+        ["the gradients are all zero", "clearing the gradients after backward wipes them"]),
     "train: returned a tensor": (
         "train_step", _train(loss_function, ret="tensor"),
         ["returned a tensor, expected a Python float", "return loss.item()"]),
     "train: returned nothing": (
         "train_step", _train(loss_function, ret="none"),
-        ["returned None", "end with `return loss.item()`"]),
+        ["returned None", "return loss.item()"]),
     "train: mean per image": (
         "train_step", _train(lambda *a: loss_function(*a) / a[1].shape[0]),
         ["the mean per image; expected the batch's sum", "don't divide by the batch size"]),
-    "train: another loss": (
+    "train: BCE averaged over pixels": (
         "train_step",
         _train(lambda x_hat, x, mu, lv: F.binary_cross_entropy(x_hat, x) + kl_divergence(mu, lv).sum()),
-        ["returned 0.81, expected 4360.78", "loss = loss_function(x_hat, x, mu, logvar)"]),
+        ["returned 0.81, expected 4360.78", "averaged over the pixels", 'reduction, "mean"',
+         "784 times more", 'reduction="sum"']),
+    "train: KL forgotten": (
+        "train_step", _train(lambda x_hat, x, mu, lv: bce(x_hat, x).sum()),
+        ["the KL term is missing", "loss = loss_function(x_hat, x, mu, logvar)"]),
+    "train: another loss": (
+        "train_step", _train(lambda x_hat, x, mu, lv: 2 * loss_function(x_hat, x, mu, lv)),
+        ["expected 4360.78", "loss = loss_function(x_hat, x, mu, logvar)"]),
+    "reparam: one eps row for the batch": (
+        "reparameterize", lambda mu, logvar: mu + _std(logvar) * torch.randn(1, mu.shape[1]),
+        ["the same noise for every image", "torch.randn_like(std)"]),
+    "reparam: eps of shape (D,)": (
+        "reparameterize", lambda mu, logvar: mu + _std(logvar) * torch.randn(mu.shape[1]),
+        ["the same noise for every image"]),
+    "kl: KL(p || q)": (
+        "kl_divergence", lambda mu, lv: 0.5 * torch.sum(lv + (1 + mu.pow(2)) / lv.exp() - 1, dim=1),
+        ["KL(p || q)", "the reverse direction", "KL(q || p)"]),
+    "slant: sign flipped": (
+        "slant", lambda x: -good_slant(x), ["the sign is flipped", "slant = -mu11 / mu02"]),
+    "slant: not normalised": (
+        "slant", lambda x: good_slant(x) * _mu02(x), ["not divided by mu02"]),
+    "slant: divided by the mass": (
+        "slant", lambda x: good_slant(x) * _mu02(x) / x.sum((1, 2, 3)), ["divided by the mass"]),
+    "slant: (N, 1)": ("slant", lambda x: good_slant(x)[:, None], ["shape (6, 1), expected (6,)"]),
+    "slant: per column": (
+        "slant", lambda x: good_slant(x)[:, None].expand(-1, 28), ["one slant per column"]),
+    "iwae: log of the mean of exp": (
+        "iwae_bound", lambda lw: lw.exp().mean(0).log(), ["inf or nan", "underflows"]),
+    "iwae: mean of log_w (the ELBO)": (
+        "iwae_bound", lambda lw: lw.mean(0), ["that is the ELBO estimate"]),
+    "iwae: - log K forgotten": (
+        "iwae_bound", lambda lw: torch.logsumexp(lw, 0), ["the - log K is missing"]),
+    "iwae: the wrong dim": (
+        "iwae_bound", lambda lw: torch.logsumexp(lw, 1) - torch.log(torch.tensor(lw.shape[1] * 1.0)),
+        ["the K samples are the first axis"]),
+    "iwae: max instead of logsumexp": (
+        "iwae_bound", lambda lw: lw.max(0).values, ["the largest log weight, not the logsumexp"]),
+    "com: (col, row)": (
+        "center_of_mass", lambda im: center_of_mass(im)[::-1], ["(column, row) instead of (row, column)"]),
+    "com: unweighted ink pixels": (
+        "center_of_mass", lambda im: center_of_mass((im > 0.5).float()), ["the unweighted mean"]),
+    "com: off by a pixel": (
+        "center_of_mass", lambda im: tuple(v + 1 for v in center_of_mass(im)), ["off by one pixel"]),
 }
+
+
+def _mu02(x):
+    x = x[:, 0]
+    r = torch.arange(28.0).view(1, 28, 1)
+    r = r - (x * r).sum((1, 2), keepdim=True) / x.sum((1, 2), keepdim=True)
+    return (x * r * r).sum((1, 2))
+
+
+def test_slant_is_the_notebook_06_measure():
+    """evaluation.slant gives 06's numbers: 0 upright, 0.5 px per row for the drawn stroke."""
+    bars = torch.zeros(2, 1, 28, 28)
+    for row in range(4, 24):
+        bars[0, 0, row, 13:16] = 1
+        right = (24 - row) // 2
+        bars[1, 0, row, 8 + right:11 + right] = 1
+    s = slant(bars)
+    assert s.shape == (2,) and abs(s[0].item()) < 1e-6 and abs(s[1].item() - 0.5) < 0.03
+
+
+def test_iwae_from_log_weights_survives_log_weights_near_minus_100():
+    log_w = torch.full((10, 3), -120.0)
+    assert torch.allclose(iwae_from_log_weights(log_w), torch.full((3,), -120.0))
+    assert torch.isinf(log_w.exp().mean(0).log()).all()  # why logsumexp: the naive route fails
+    lw = torch.randn(7, 4, dtype=torch.float64)
+    assert torch.allclose(iwae_from_log_weights(lw), lw.exp().mean(0).log())
 
 
 @pytest.mark.parametrize("mistake", MISTAKES)
 def test_a_typical_mistake_gets_its_hint_and_the_reference(mistake, capsys):
+    """The verdict names the mistake; its text or hint level 2 says what to change."""
     name, wrong, expected = MISTAKES[mistake]
     check, _, reference, n = CHECKS[name]
     assert check(wrong) is reference
     out = capsys.readouterr().out
     assert out.startswith(f"✘ check_{name}: ")
     assert f"of {n} cases passed" in out
-    for text in expected:
-        assert text in out, f"{text!r} missing from the verdict:\n{out}"
     assert out.rstrip().endswith(f"{FALLBACK} ({_dotted(reference)}).")
+    assert "not your function" in out
+    assert f'checks.hint("{name}", level=2)' in out
     assert "Traceback" not in out
-    assert len(out.splitlines()) <= 7, out
+    assert len(out.splitlines()) <= 8, out
+    assert not checks.passed(name)
+    with pytest.raises(AssertionError, match=name):
+        checks.grade(name)
+    checks.hint(name, level=2)
+    both = out + capsys.readouterr().out
+    for text in expected:
+        assert text in both, f"{text!r} missing from the verdict and hint 2:\n{both}"
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_the_first_tier_shows_no_solution_code(mistake, capsys):
+    name, wrong, _ = MISTAKES[mistake]
+    CHECKS[name][0](wrong)
+    checks.hint(name, level=1)
+    out = capsys.readouterr().out
+    for key in KEY_EXPRESSIONS[name]:
+        assert key not in out, f"{key!r} in the first tier of {name}:\n{out}"
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_the_first_tier_of_todo_and_errors_shows_no_solution_code(name, capsys):
+    check = CHECKS[name][0]
+
+    def todo(*args):
+        raise NotImplementedError
+
+    def broken(*args):
+        raise ValueError("odd")
+
+    check(todo)
+    check(broken)
+    checks.hint(name)
+    out = capsys.readouterr().out
+    for key in KEY_EXPRESSIONS[name]:
+        assert key not in out, f"{key!r} in the first tier of {name}:\n{out}"
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_passed_grade_and_the_solution_tier(name, capsys):
+    check, good, _, _ = CHECKS[name]
+    check(good)
+    assert checks.passed(name) and checks.passed(f"check_{name}")
+    checks.grade(name)  # no AssertionError
+    checks.hint(name, level=3)
+    out = capsys.readouterr().out
+    assert any(k in out for k in KEY_EXPRESSIONS[name]), out
+
+
+def test_grade_before_any_check_and_unknown_names():
+    checks._RESULTS.pop("slant", None)
+    assert not checks.passed("slant")
+    with pytest.raises(AssertionError, match="has not run"):
+        checks.grade("slant")
+    with pytest.raises(ValueError):
+        checks.hint("no_such_exercise")
 
 
 def _dotted(reference) -> str:
@@ -376,6 +543,9 @@ def _dotted(reference) -> str:
         kl_divergence: "lab_utils.losses.kl_divergence",
         Decoder.forward: "lab_utils.model.Decoder.forward",
         checks.reference_train_step: "lab_utils.train.train_step",
+        slant: "lab_utils.evaluation.slant",
+        iwae_from_log_weights: "lab_utils.losses.iwae_from_log_weights",
+        center_of_mass: "lab_utils.handwriting.center_of_mass",
     }[reference]
 
 
