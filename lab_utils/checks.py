@@ -1260,45 +1260,62 @@ def check_iwae_bound(fn: Callable) -> Callable:
 # 08: the centre of mass of a drawing
 # --------------------------------------------------------------------------
 
-def _com_images() -> list[torch.Tensor]:
+def _com_block() -> torch.Tensor:
     a = torch.zeros(28, 28)
     a[3:9, 15:24] = 1.0  # up and to the right: row != column
     a[5, 16] = 0.2
+    return a
+
+
+def _com_grey() -> torch.Tensor:
     g = torch.Generator().manual_seed(4)
     b = torch.rand(28, 28, generator=g) * (torch.rand(28, 28, generator=g) > 0.85)  # grey ink
     b[:, :6] = 0
-    return [a, b]
+    return b
 
 
-def _com_case(fn):
-    for image in _com_images():
-        out = fn(image.clone())
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise Mistake(f"returned a {type(out).__name__}, expected a pair (row, column)",
-                          "return two numbers, the row first")
-        row, col = (float(v) for v in out)
-        ref_row, ref_col = reference_center_of_mass(image)
-        if abs(row - ref_row) < 1e-3 and abs(col - ref_col) < 1e-3:
-            continue
-        if abs(row - ref_col) < 1e-3 and abs(col - ref_row) < 1e-3:
-            raise Mistake("(column, row) instead of (row, column)",
-                          "the first index of an image is its row (y), the second its column (x)",
-                          "return row, column")
-        if (abs(abs(row - ref_row) - 1) < 1e-3 and abs(col - ref_col) < 1e-3 + 1) or \
-                (abs(abs(col - ref_col) - 1) < 1e-3 and abs(row - ref_row) < 1e-3 + 1):
-            raise Mistake("off by one pixel", "pixel indices start at 0",
-                          "torch.arange(H), not torch.arange(1, H + 1)")
-        ink = (image > 0.5).float() if image.max() > 0.5 else (image > 0).float()
-        for mask in ((image > 0).float(), (image > 0.5).float(), ink):
-            if mask.sum() > 0:
-                rr, cc = reference_center_of_mass(mask)
-                if abs(row - rr) < 1e-3 and abs(col - cc) < 1e-3:
-                    raise Mistake("the unweighted mean of the inked pixels (thresholded)",
-                                  "each pixel counts as much as its ink: weight by brightness, "
-                                  "no threshold",
-                                  EXERCISES["center_of_mass"][2])
-        raise Mistake(f"({row:.2f}, {col:.2f}), expected ({ref_row:.2f}, {ref_col:.2f})",
-                      EXERCISES["center_of_mass"][1], EXERCISES["center_of_mass"][2])
+def _com_tall() -> torch.Tensor:
+    # to_mnist centres the digit after fitting it into 20 px, so the image it
+    # gets is rarely square: here (20, 11), a tall digit's size
+    g = torch.Generator().manual_seed(5)
+    return torch.rand(20, 11, generator=g) * (torch.linspace(0, 1, 11) ** 2)  # (20, 11)
+
+
+def _com_case(make: Callable[[], torch.Tensor]):
+    def run(fn):
+        _com_one(fn, make())
+    return run
+
+
+def _com_one(fn, image: torch.Tensor) -> None:
+    """One image: the pair must be (row, column) of its brightness-weighted centre."""
+    out = fn(image.clone())
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise Mistake(f"returned a {type(out).__name__}, expected a pair (row, column)",
+                      "return two numbers, the row first")
+    row, col = (float(v) for v in out)
+    ref_row, ref_col = reference_center_of_mass(image)
+    if abs(row - ref_row) < 1e-3 and abs(col - ref_col) < 1e-3:
+        return
+    if abs(row - ref_col) < 1e-3 and abs(col - ref_row) < 1e-3:
+        raise Mistake("(column, row) instead of (row, column)",
+                      "the first index of an image is its row (y), the second its column (x)",
+                      "return row, column")
+    if (abs(abs(row - ref_row) - 1) < 1e-3 and abs(col - ref_col) < 1e-3 + 1) or \
+            (abs(abs(col - ref_col) - 1) < 1e-3 and abs(row - ref_row) < 1e-3 + 1):
+        raise Mistake("off by one pixel", "pixel indices start at 0",
+                      "torch.arange(H), not torch.arange(1, H + 1)")
+    ink = (image > 0.5).float() if image.max() > 0.5 else (image > 0).float()
+    for mask in ((image > 0).float(), (image > 0.5).float(), ink):
+        if mask.sum() > 0:
+            rr, cc = reference_center_of_mass(mask)
+            if abs(row - rr) < 1e-3 and abs(col - cc) < 1e-3:
+                raise Mistake("the unweighted mean of the inked pixels (thresholded)",
+                              "each pixel counts as much as its ink: weight by brightness, "
+                              "no threshold",
+                              EXERCISES["center_of_mass"][2])
+    raise Mistake(f"({row:.2f}, {col:.2f}), expected ({ref_row:.2f}, {ref_col:.2f})",
+                  EXERCISES["center_of_mass"][1], EXERCISES["center_of_mass"][2])
 
 
 def check_center_of_mass(fn: Callable) -> Callable:
@@ -1306,5 +1323,10 @@ def check_center_of_mass(fn: Callable) -> Callable:
 
     Exercise of ``08_your_handwriting.ipynb``; reference ``lab_utils.handwriting.center_of_mass``.
     """
-    return _run_check("check_center_of_mass", fn, [("a block and grey ink", _com_case)],
+    cases = [
+        ("a block up and to the right", _com_case(_com_block)),
+        ("grey ink", _com_case(_com_grey)),
+        ("a (20, 11) image, not square", _com_case(_com_tall)),
+    ]
+    return _run_check("check_center_of_mass", fn, cases,
                       reference_center_of_mass, "lab_utils.handwriting.center_of_mass")

@@ -96,7 +96,7 @@ CHECKS = {
     "train_step": (checks.check_train_step, good_train_step, checks.reference_train_step, 2),
     "slant": (checks.check_slant, good_slant, slant, 2),
     "iwae_bound": (checks.check_iwae_bound, good_iwae_bound, iwae_from_log_weights, 3),
-    "center_of_mass": (checks.check_center_of_mass, good_center_of_mass, center_of_mass, 1),
+    "center_of_mass": (checks.check_center_of_mass, good_center_of_mass, center_of_mass, 3),
 }
 
 # Solution code that the first tier (the verdict) must never show, per exercise.
