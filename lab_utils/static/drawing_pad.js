@@ -32,7 +32,9 @@ function render({ model, el }) {
   canvas.width = size;
   canvas.height = size;
   canvas.className = "cvae-pad-canvas";
-  const ctx = canvas.getContext("2d");
+  // Its pixels are read after every stroke (the PNG sent to Python, the page's own
+  // update): a canvas kept in CPU memory answers that without a GPU readback.
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const clearButton = document.createElement("button");
   clearButton.textContent = "Clear";
   clearButton.className = "cvae-pad-clear jupyter-button";
