@@ -33,8 +33,6 @@ and ``npm`` on the PATH (registry access for ``npm install onnxruntime-web``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import gzip
 import http.server
 import json
@@ -44,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +50,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "site" / "_ext"))
 
+import cvae_site  # noqa: E402  (the site's build and test server)
 from machine import load_average  # noqa: E402
 
 from lab_utils import web  # noqa: E402
@@ -238,18 +237,9 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
 def serve(directory: Path, isolate: bool):
-    handler = functools.partial(type("H", (Handler,), {"isolate": isolate}), directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    """The site's own test server (``cvae_site.serve``), with COOP/COEP headers if ``isolate``."""
+    return cvae_site.serve(directory, type("H", (Handler,), {"isolate": isolate}))
 
 
 def size(paths) -> tuple[int, int]:

@@ -178,6 +178,22 @@ def student_version(path: str | os.PathLike) -> StudentNotebook:
                            warnings)
 
 
+def _notebook_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """``paths`` as Paths, each an existing ``.ipynb`` file with a name no other
+    has (the notebooks are written into one folder by name), or a clear error."""
+    sources = [Path(p) for p in paths]
+    for p in sources:
+        if not p.is_file():
+            raise FileNotFoundError(f"no notebook at {p}")
+        if p.suffix != ".ipynb":
+            raise ValueError(f"{p} is not a notebook (.ipynb)")
+    names = [p.name for p in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"two notebooks would both be written as {', '.join(duplicates)}")
+    return sources
+
+
 def write_student_notebooks(
     paths: list[str | os.PathLike], out: str | os.PathLike
 ) -> list[tuple[StudentNotebook, Path]]:
@@ -187,21 +203,13 @@ def write_student_notebooks(
     writes nothing. Returns ``(notebook, written path)`` pairs.
     """
     out = Path(out)
-    sources = [Path(p) for p in paths]
+    sources = _notebook_paths(paths)
     for p in sources:
-        if not p.is_file():
-            raise FileNotFoundError(f"no notebook at {p}")
-        if p.suffix != ".ipynb":
-            raise ValueError(f"{p} is not a notebook (.ipynb)")
         if p.resolve().parent == out.resolve():
             raise ValueError(
                 f"refusing to write into {out}: it holds the solution notebook {p.name}; "
                 f"choose another --out"
             )
-    names = [p.name for p in sources]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"two notebooks would both be written as {', '.join(duplicates)}")
     versions = [student_version(p) for p in sources]  # MarkerError before any write
     _make_dirs(out)
     written = []
@@ -402,16 +410,7 @@ def write_nbgrader_course(
     config's path and ``(notebook, written path)`` pairs.
     """
     root = Path(root)
-    sources = [Path(p) for p in paths]
-    for p in sources:
-        if not p.is_file():
-            raise FileNotFoundError(f"no notebook at {p}")
-        if p.suffix != ".ipynb":
-            raise ValueError(f"{p} is not a notebook (.ipynb)")
-    names = [p.name for p in sources]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"two notebooks would both be written as {', '.join(duplicates)}")
+    sources = _notebook_paths(paths)
     folder = root / "source" / ASSIGNMENT
     for p in sources:
         if p.resolve().parent == folder.resolve():

@@ -197,9 +197,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve(directory: Path = HTML):
-    """Serve ``directory`` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+def serve(directory: Path = HTML, handler_class: type = None):
+    """Serve ``directory`` on 127.0.0.1 (a free port) in a thread; yields the base URL.
+
+    ``handler_class`` (a ``SimpleHTTPRequestHandler`` subclass) changes what is sent,
+    e.g. extra headers for a benchmark; by default a handler that logs nothing."""
+    handler = functools.partial(handler_class or _QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
