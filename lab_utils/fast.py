@@ -171,9 +171,11 @@ def decode_phases(model: CVAE, z: torch.Tensor, y: torch.Tensor | None) -> torch
     return h
 
 
-def negative_elbo(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """Per-image negative ELBO (B,) with one sampled z: ``losses.negative_elbo`` of
-    ``model(x, y)``, the same function of the weights and of the noise.
+def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of the per-image negative ELBO with one sampled z: the
+    reconstruction term (BCE, (B,)) and the KL term (B,), as ``losses.bce`` and
+    ``losses.kl_divergence`` give them for ``model(x, y)``: the same function of
+    the weights and of the noise.
 
     BCE is a sum over pixels, so it is taken between phase maps (the same pixels
     in another order). No input checks here: ``train`` checks the whole data set
@@ -183,8 +185,14 @@ def negative_elbo(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> torch
     if not supports(model.config):
         mu, logvar = model.encoder(x, y)
         z = model.reparameterize(mu, logvar)
-        return bce(model.decoder(z, y), x) + kl_divergence(mu, logvar)
+        return bce(model.decoder(z, y), x), kl_divergence(mu, logvar)
     mu, logvar = encode(model, x, y)
     z = model.reparameterize(mu, logvar)  # (B, D): the same noise draw as model(x, y)
     x_hat = decode_phases(model, z, y)  # (B, 4, H/2, W/2)
-    return bce(x_hat, _to_phases(x)) + kl_divergence(mu, logvar)
+    return bce(x_hat, _to_phases(x)), kl_divergence(mu, logvar)
+
+
+def negative_elbo(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """Per-image negative ELBO (B,) with one sampled z: the sum of :func:`loss_terms`."""
+    reconstruction, kl = loss_terms(model, x, y)
+    return reconstruction + kl

@@ -29,13 +29,14 @@ from . import fast
 from .checkpoints import load_state, read_checkpoint, save_checkpoint
 from .data import load_mnist, subset
 from .labels import check_labels
-from .losses import loss_function, negative_elbo
+from .losses import bce, kl_divergence, loss_function, negative_elbo
 from .model import CONFIGS, CVAE, StoredConfig, check_images, eval_mode, get_config
 from .runtime import get_device
 
 # Fields added to TrainConfig after models were trained and shipped, with the
 # value that reproduces a run made before the field existed.
-_ADDED_FIELDS = {"warmup_steps": 0, "fast": False, "init": "pytorch"}
+_ADDED_FIELDS = {"warmup_steps": 0, "fast": False, "init": "pytorch",
+                 "beta": 1.0, "binarize": False, "val_size": 0}
 # Fields removed since, with the one value a stored config may hold for them: the
 # value at which the field did nothing (any other value would be silently lost).
 _REMOVED_FIELDS = {"decay_epochs": None}
@@ -69,6 +70,21 @@ class TrainConfig(StoredConfig):
     # The starting weights: "label-neutral" (see initialise) or "pytorch", the
     # layers' default initialisation alone, which leaves some seeds with a silent digit.
     init: str = "label-neutral"
+    # The weight of the KL term in the training objective BCE + beta * KL. 1 is
+    # the ELBO (the lab report's loss); other values trade rate (KL) against
+    # distortion (BCE): the beta-VAE of Higgins et al. 2017, read as a
+    # rate-distortion trade-off by Alemi et al. 2018. The test figures stay the
+    # negative ELBO whatever beta trained the model.
+    beta: float = 1.0
+    # Dynamically binarized MNIST: each training batch is drawn as Bernoulli(pixel
+    # grey level) afresh every time it is seen, and the validation and test
+    # images are binarized once with a fixed seed. Then BCE is the log-likelihood
+    # of binary data, and the nats compare with the binarized-MNIST literature.
+    binarize: bool = False
+    # Images carved from the training set (after train_size) to select on: the
+    # validation negative ELBO is measured after every epoch; the test set is
+    # only reported, never used to choose.
+    val_size: int = 0
 
     def __post_init__(self):
         get_config(self.model)  # fails early on an unknown name
@@ -78,6 +94,10 @@ class TrainConfig(StoredConfig):
                 raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be 0 or more (the weight of the KL term), got {self.beta}")
+        if self.val_size < 0:
+            raise ValueError(f"val_size must be 0 or more, got {self.val_size}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -104,6 +124,7 @@ class History:
     loss: list[float] = field(default_factory=list)        # that batch's loss, nats per image
     epoch_train_nelbo: list[float] = field(default_factory=list)  # mean over the epoch
     epoch_test_nelbo: list[float] = field(default_factory=list)   # sampled z, whole test set
+    epoch_val_nelbo: list[float] = field(default_factory=list)    # sampled z, the validation split
     epoch_seconds: list[float] = field(default_factory=list)
     # CPU time of the process (all threads): on a busy machine the wall-clock
     # seconds above grow with the other jobs, this stays near the idle figure.
@@ -119,6 +140,30 @@ class History:
         if unknown:
             raise ValueError(f"unknown History fields {sorted(unknown)}")
         return cls(**{k: list(v) for k, v in d.items()})
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int = 0):
+    """(x_train, y_train, x_val, y_val): ``val_size`` random training examples held out.
+
+    Seeds, epochs and settings are chosen on these, never on the test set, so
+    that the test figure stays an honest estimate of the chosen model.
+    """
+    if val_size <= 0:
+        return x, y, x[:0], y[:0]
+    if val_size >= x.shape[0]:
+        raise ValueError(f"val_size={val_size} leaves no training images out of {x.shape[0]}; "
+                         f"use a smaller val_size")
+    g = torch.Generator().manual_seed(10_000 + seed)
+    order = torch.randperm(x.shape[0], generator=g)
+    train_idx, val_idx = order[val_size:].sort().values, order[:val_size].sort().values
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def binarize_fixed(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Binary images drawn once as Bernoulli(grey level), reproducibly (a fixed
+    binarization of evaluation images, as the binarized-MNIST literature scores)."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.bernoulli(x, generator=g)
 
 
 def initialise(model: CVAE, init: str = "label-neutral") -> CVAE:
@@ -185,17 +230,25 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_st
 
 
 def batch_loss(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
-               fast_route: bool = False) -> torch.Tensor:
-    """The summed negative ELBO of a batch (a scalar tensor): plain forward pass,
-    or ``lab_utils.fast``'s route to the same number."""
+               fast_route: bool = False, beta: float = 1.0) -> torch.Tensor:
+    """The training objective of a batch (a scalar tensor): the summed negative
+    ELBO, BCE + KL (``beta`` = 1), or BCE + beta * KL; plain forward pass, or
+    ``lab_utils.fast``'s route to the same number."""
+    if beta == 1.0:  # the ELBO, summed as the lab report sums it
+        if fast_route:
+            return fast.negative_elbo(model, x, y).sum()
+        x_hat, mu, logvar = model(x, y)
+        return loss_function(x_hat, x, mu, logvar)
     if fast_route:
-        return fast.negative_elbo(model, x, y).sum()
-    x_hat, mu, logvar = model(x, y)
-    return loss_function(x_hat, x, mu, logvar)
+        reconstruction, kl = fast.loss_terms(model, x, y)
+    else:
+        x_hat, mu, logvar = model(x, y)
+        reconstruction, kl = bce(x_hat, x), kl_divergence(mu, logvar)
+    return reconstruction.sum() + beta * kl.sum()
 
 
-def _optimise(model, optimizer, x, y, fast_route: bool) -> torch.Tensor:
-    loss = batch_loss(model, x, y, fast_route)
+def _optimise(model, optimizer, x, y, fast_route: bool, beta: float = 1.0) -> torch.Tensor:
+    loss = batch_loss(model, x, y, fast_route, beta)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -258,6 +311,8 @@ def train(
     *,
     x_test: torch.Tensor | None = None,
     y_test: torch.Tensor | None = None,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     history: History | None = None,
     start_epoch: int = 0,
@@ -274,6 +329,9 @@ def train(
     the test negative ELBO is measured if a test set is given.
     ``on_epoch_end(epoch, history)`` is called after each epoch (to save).
     ``progress`` shows a tqdm bar per epoch, ``verbose`` prints a line per epoch.
+    With ``x_val``, the validation negative ELBO is measured after each epoch too
+    (``history.epoch_val_nelbo``: what to select on). With ``config.binarize``
+    each batch is binarized afresh (the evaluation sets must be binary already).
     ``step(model, optimizer, xb, yb) -> float`` replaces the built-in step (a
     student's :func:`train_step`): it computes its own loss, so the loop runs
     the plain route (``config.fast`` is ignored, the test set is evaluated the
@@ -283,6 +341,11 @@ def train(
     device = model.device
     check_images(x, model.config.image_size)
     check_labels(y, model.config.num_classes)
+    if step is not None and config.beta != 1.0:
+        raise ValueError(f"a step function computes its own loss, so beta={config.beta} would be "
+                         f"ignored: train with beta=1 or without step=")
+    if x_val is not None and x_val.shape[0] == 0:
+        x_val = y_val = None
     fast_route = config.fast and fast.supports(model.config) and step is None
     if config.channels_last and not fast_route:
         model.to(memory_format=torch.channels_last)
@@ -310,9 +373,11 @@ def train(
             xb = x[idx]  # (B, 1, 28, 28)
             if config.channels_last and not fast_route:
                 xb = xb.contiguous(memory_format=torch.channels_last)
+            if config.binarize:  # dynamic binarization: a fresh binary draw of each image
+                xb = torch.bernoulli(xb)
             yb = y[idx] if conditional else None  # (B,)
             if step is None:
-                loss = _optimise(model, optimizer, xb, yb, fast_route)
+                loss = _optimise(model, optimizer, xb, yb, fast_route, config.beta)
             else:  # a float: as a float32 tensor, like the built-in step's loss
                 loss = torch.as_tensor(step(model, optimizer, xb, yb), dtype=torch.float32,
                                        device=device)
@@ -327,13 +392,18 @@ def train(
         history.epoch_train_nelbo.append(running.item() / n)
         history.epoch_seconds.append(time.perf_counter() - start)
         history.epoch_cpu_seconds.append(time.process_time() - cpu_start)
+        if x_val is not None:
+            history.epoch_val_nelbo.append(
+                evaluate(model, x_val, y_val if conditional else None, fast_route=fast_route))
         if x_test is not None:
             history.epoch_test_nelbo.append(
                 evaluate(model, x_test, y_test if conditional else None, fast_route=fast_route)
             )
         if verbose:
-            test = (f", test -ELBO {history.epoch_test_nelbo[-1]:.2f}"
-                    if x_test is not None else "")
+            test = (f", validation -ELBO {history.epoch_val_nelbo[-1]:.2f}"
+                    if x_val is not None else "")
+            test += (f", test -ELBO {history.epoch_test_nelbo[-1]:.2f}"
+                     if x_test is not None else "")
             print(f"epoch {epoch + 1:3d}/{config.epochs}: train -ELBO "
                   f"{history.epoch_train_nelbo[-1]:.2f}{test} nats/image "
                   f"({history.epoch_seconds[-1]:.1f} s)", flush=True)
@@ -343,13 +413,16 @@ def train(
 
 
 def load_data(config: TrainConfig, root=None):
-    """Training and test tensors for ``config`` (subsets in quick runs)."""
+    """Training and test tensors for ``config`` (subsets in quick runs; the test
+    images binarized once, with a fixed seed, when ``config.binarize``)."""
     x, y = load_mnist("train", root=root, dataset=config.dataset)
     x_test, y_test = load_mnist("test", root=root, dataset=config.dataset)
     if config.train_size:
         x, y = subset(x, y, config.train_size, seed=config.seed)
     if config.test_size:
         x_test, y_test = subset(x_test, y_test, config.test_size, seed=config.seed)
+    if config.binarize:
+        x_test = binarize_fixed(x_test, seed=1)
     return x, y, x_test, y_test
 
 
@@ -388,6 +461,9 @@ def fit(
             print(f"{resume} already has {start_epoch} epochs; nothing to do "
                   f"(ask for more with --epochs)")
     x, y, x_test, y_test = data if data is not None else load_data(config, data_root)
+    x, y, x_val, y_val = split_validation(x, y, config.val_size, seed=config.seed)
+    if config.binarize:
+        x_val = binarize_fixed(x_val, seed=2)
 
     def save(epoch: int, hist: History) -> None:
         if out is None:
@@ -399,7 +475,8 @@ def fit(
         save_checkpoint(out, model, train_config=stored, history=hist.to_dict(),
                         metrics=metrics, optimizer=optimizer, epochs=epoch + 1)
 
-    history = train(model, x, y, config, x_test=x_test, y_test=y_test, optimizer=optimizer,
+    history = train(model, x, y, config, x_test=x_test, y_test=y_test,
+                    x_val=x_val, y_val=y_val, optimizer=optimizer,
                     history=history, start_epoch=start_epoch, progress=progress,
                     on_epoch_end=save, step=step)
     model.to(memory_format=torch.contiguous_format)
@@ -426,6 +503,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plain", action="store_true",
                    help="compute the loss with the plain forward pass model(x, y) instead of "
                         "lab_utils.fast (the same function, slower)")
+    p.add_argument("--beta", type=float, default=d.beta,
+                   help="weight of the KL term: train on BCE + beta * KL (default %(default)s: the ELBO)")
+    p.add_argument("--binarize", action="store_true",
+                   help="dynamically binarized MNIST (test images binarized once): nats comparable "
+                        "with the binarized-MNIST literature")
+    p.add_argument("--val-size", type=int, default=d.val_size,
+                   help="hold out this many training images as a validation split (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
@@ -444,7 +528,8 @@ def main(argv=None) -> int:
         config = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, dataset=args.dataset,
                              train_size=args.train_size, test_size=args.test_size,
-                             warmup_steps=args.warmup_steps, fast=not args.plain, init=args.init)
+                             warmup_steps=args.warmup_steps, fast=not args.plain, init=args.init,
+                             beta=args.beta, binarize=args.binarize, val_size=args.val_size)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
