@@ -7,6 +7,8 @@ This module turns the questions of ``07_evaluation.ipynb`` into numbers:
   tighter importance-weighted (IWAE) bound on -log p(x | y), in nats per image;
 * does it draw the digit it was asked for? the MNIST classifier of
   ``classifier.py`` reads digits sampled from the prior (label fidelity);
+* what does z cost, and what does it buy? the rate (the KL term) and the
+  distortion (the BCE term) of the bound, apart (``rate_distortion``);
 * is a digit shut out of z? the spread of the encoder's narrowest features
   (``feature_spread``, ``silent_digits``);
 * which latent dimensions does the model use? the active-unit count of
@@ -27,7 +29,7 @@ import torch
 
 from .classifier import Classifier, classify
 from .labels import NUM_CLASSES, check_labels
-from .losses import iwae_bound
+from .losses import bce, iwae_bound, kl_divergence
 from .model import CVAE, eval_mode
 from .train import TrainConfig, evaluate
 
@@ -50,6 +52,32 @@ def negative_elbo_on(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
     ``test_...``: pytest would collect it as a test wherever it is imported.)
     """
     return evaluate(model, x, _labels_for(model, y), batch_size=batch_size, seed=seed)
+
+
+@torch.inference_mode()
+def rate_distortion(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
+                    batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The two terms of the negative ELBO apart, mean nats per image: ``rate`` =
+    KL(q(z | x, y) || p(z | y)), what the codes cost, and ``distortion`` = the BCE
+    of the reconstruction from one sampled z. Their sum is :func:`negative_elbo_on`
+    (same seed, same draws).
+
+    A beta-VAE (``TrainConfig.beta``) trades one for the other: Alemi et al.
+    (2018) read the ELBO as distortion + rate and place models on that plane.
+    """
+    y = _labels_for(model, y)
+    rate = distortion = 0.0
+    devices = [model.device] if model.device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(model.device)
+            yb = None if y is None else y[start:start + batch_size].to(model.device)
+            x_hat, mu, logvar = model(xb, yb)
+            distortion += bce(x_hat, xb).double().sum().item()
+            rate += kl_divergence(mu, logvar).double().sum().item()
+    n = x.shape[0]
+    return {"rate": rate / n, "distortion": distortion / n}
 
 
 @torch.inference_mode()

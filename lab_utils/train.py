@@ -344,8 +344,10 @@ def train(
     if step is not None and config.beta != 1.0:
         raise ValueError(f"a step function computes its own loss, so beta={config.beta} would be "
                          f"ignored: train with beta=1 or without step=")
-    if x_val is not None and x_val.shape[0] == 0:
+    if x_val is not None and x_val.shape[0] == 0:  # no validation split: nothing to measure
         x_val = y_val = None
+    if x_test is not None and x_test.shape[0] == 0:
+        x_test = y_test = None
     fast_route = config.fast and fast.supports(model.config) and step is None
     if config.channels_last and not fast_route:
         model.to(memory_format=torch.channels_last)

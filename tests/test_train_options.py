@@ -143,3 +143,15 @@ def test_command_line_options():
     args = parse_args(["--beta", "0.5", "--binarize", "--val-size", "5000"])
     assert (args.beta, args.binarize, args.val_size) == (0.5, True, 5000)
     assert main(["--beta", "-2", "--epochs", "1"]) == 2
+
+
+def test_rate_plus_distortion_is_the_negative_elbo(mnist_test):
+    from lab_utils import load_pretrained
+    from lab_utils.evaluation import negative_elbo_on, rate_distortion
+    lab_model = load_pretrained("lab", device="cpu")
+    x, y = mnist_test[0][:300], mnist_test[1][:300]
+    rd = rate_distortion(lab_model, x, y, batch_size=128)
+    assert rd["rate"] + rd["distortion"] == pytest.approx(
+        negative_elbo_on(lab_model, x, y, batch_size=128), abs=1e-3)
+    # the shipped lab model: tens of nats of rate, the rest is distortion
+    assert 10 < rd["rate"] < 40 and 50 < rd["distortion"] < 100, rd
