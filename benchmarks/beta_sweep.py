@@ -26,16 +26,9 @@ import torch
 
 from lab_utils.evaluation import rate_distortion
 from lab_utils.train import TrainConfig, fit, load_data, split_validation
+from seeds import seed_list  # benchmarks/seeds.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def seed_list(text: str) -> list[int]:
-    """'0-9' or '0,3,5' -> a list of seeds."""
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 def mean_sd(values: list[float]) -> str:

@@ -27,16 +27,9 @@ import time
 import torch
 
 from lab_utils.train import TrainConfig, fit, load_data
+from seeds import seed_list  # benchmarks/seeds.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def seed_list(text: str) -> list[int]:
-    """'0-9' or '0,3,5' -> a list of seeds."""
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 def lab_figures(path: str) -> list[float]:
