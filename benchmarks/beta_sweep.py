@@ -3,7 +3,7 @@
     python benchmarks/beta_sweep.py [--betas 0.25,0.5,1,2,4] [--seeds 0-1] [--epochs 5]
                                     [--train-size 20000] [--val-size 5000] [--out FILE]
 
-Notebook 07 (section 9) runs one seed of this sweep; one run per beta is an
+Notebook 07 (section 4) runs one seed of this sweep; one run per beta is an
 anecdote, so this script repeats it over seeds and reports mean ± sample sd.
 Each model is trained with ``lab_utils.train.fit`` (label-neutral start, fast
 route) on ``train_size`` training images, of which ``val_size`` are held out

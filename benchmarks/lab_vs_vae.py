@@ -2,7 +2,7 @@
 
     python benchmarks/lab_vs_vae.py [--seeds 0-2] [--epochs 10] [--threads 1] [--out FILE]
 
-Notebook 07 (section 5) compares the lab model with ``lab-vae`` (the same
+Notebook 07 (section 3) compares the lab model with ``lab-vae`` (the same
 encoder and decoder, no label channels). One run of each is an anecdote: the
 lab model's test negative ELBO after 10 epochs varies by 1.75 nats (sample sd)
 over seeds 0-9 (``benchmarks/results/seeds.txt``). This script trains

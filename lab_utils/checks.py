@@ -1,4 +1,4 @@
-"""Friendly checks for the "Your turn" exercises of notebooks 01-08.
+"""Friendly checks for the "Your turn" exercises of notebooks 01-09.
 
 Each ``check_*`` runs a student's function on a few small cases against the
 ``lab_utils`` reference, prints a short verdict (what passed, what failed, a
@@ -16,7 +16,7 @@ most recent check of an exercise passed and ``grade(name)`` raises
 ``AssertionError`` with a one-line reason unless it did (nbgrader's autograded
 cells call it). Exercise names: expand_labels (01), encoder_forward (02),
 reparameterize and kl_divergence (03), decoder_forward (04), train_step (05),
-slant (06), iwae_bound (07), center_of_mass (08).
+slant (06), iwae_bound (07), active_units (08), center_of_mass (09).
 
 The checks touch nothing outside themselves: they build their own small
 tensors and models on the CPU, and run inside ``torch.random.fork_rng`` so the
@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .evaluation import active_from_means as reference_active_units
 from .evaluation import slant as reference_slant
 from .handwriting import center_of_mass as reference_center_of_mass
 from .labels import NUM_CLASSES, expand_labels, one_hot
@@ -138,8 +139,18 @@ EXERCISES: dict[str, tuple[str, str, str, str]] = {
         "subtracts the largest log weight before it exponentiates",
         "return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])",
     ),
-    "center_of_mass": (
+    "active_units": (
         "08",
+        "a unit is active when its posterior mean moves with the image: the spread of column j "
+        "of mu over the N images (the first axis), measured as a variance, above the threshold; "
+        "return the indices j, not their count",
+        "activity = the variance over dim 0 with correction=0 (one number per dimension, shape "
+        "(D,)); keep the j with activity[j] > threshold, as a list of ints in increasing order",
+        "activity = mu.var(dim=0, correction=0); "
+        "return [j for j, a in enumerate(activity.tolist()) if a > threshold]",
+    ),
+    "center_of_mass": (
+        "09",
         "the brightness-weighted mean of the row indices and of the column indices: each "
         "pixel counts as much as its ink; indices start at 0; answer (row, column)",
         "row = sum over pixels of image * row index / image.sum(), the same for the column, "
@@ -1244,7 +1255,7 @@ def _iwae_square_case(fn):
 def check_iwae_bound(fn: Callable) -> Callable:
     """Check ``fn(log_w: (K, B)) -> (B,)``: log (1/K) sum_k exp(log_w[k]), in log space.
 
-    Exercise of ``07_evaluation.ipynb``; reference ``lab_utils.losses.iwae_from_log_weights``.
+    Exercise of ``07_likelihood.ipynb``; reference ``lab_utils.losses.iwae_from_log_weights``.
     The log weights of real digits lie around -100 nats, where exp underflows in float32.
     """
     cases = [
@@ -1257,7 +1268,113 @@ def check_iwae_bound(fn: Callable) -> Callable:
 
 
 # --------------------------------------------------------------------------
-# 08: the centre of mass of a drawing
+# 08: the active units of a code
+# --------------------------------------------------------------------------
+
+def _units_list(out, D: int) -> list[int]:
+    """The student's answer as a sorted list of ints, or a Mistake saying what it was."""
+    if isinstance(out, (bool, int, float)):
+        raise Mistake(f"returned the number {out}, expected the list of active dimensions",
+                      "return the indices j of the active units, not their count",
+                      "a list comprehension over enumerate(activity.tolist())")
+    if isinstance(out, torch.Tensor):
+        if out.dtype == torch.bool or (out.dim() == 1 and out.numel() == D and out.dtype.is_floating_point):
+            raise Mistake(f"returned a tensor of {out.numel()} {'booleans' if out.dtype == torch.bool else 'values'}"
+                          ", one per dimension, not the indices of the active ones",
+                          "return the indices j where the test holds",
+                          "mask.nonzero().flatten().tolist() turns a boolean mask into indices")
+        out = out.flatten().tolist()
+    if not isinstance(out, (list, tuple)):
+        raise Mistake(f"returned a {type(out).__name__}, expected a list of ints",
+                      "return the indices j of the active units as a list")
+    if any(isinstance(v, bool) for v in out):
+        raise Mistake(f"returned {len(out)} booleans, one per dimension, not the indices of the active ones",
+                      "return the indices j where the test holds",
+                      "[j for j, a in enumerate(...) if a > threshold]")
+    try:
+        return sorted(int(v) for v in out)
+    except (TypeError, ValueError):
+        raise Mistake("the list holds something other than whole numbers",
+                      "return the indices j (ints) of the active units") from None
+
+
+def _units_case(make: Callable[[], torch.Tensor]):
+    def run(fn):
+        mu = make()  # (N, D)
+        N, D = mu.shape
+        got = _units_list(fn(mu.clone()), D)
+        ref = reference_active_units(mu)
+        if got == ref:
+            return
+        if any(j < 0 or j >= D for j in got):
+            raise Mistake(f"{len(got)} indices, up to {max(got)}, for D = {D} dimensions: computed "
+                          f"per image (over dim 1) instead of per dimension?",
+                          "mu is (N, D): the N images are the first axis, reduce over it",
+                          "mu.var(dim=0, correction=0)")
+        variants = [
+            (mu.std(0) > 0.01, "the standard deviation compared with 0.01, not the variance",
+             "Burda et al.'s test is on the variance Cov_x(E[z_j]); compare the variance itself",
+             "mu.var(dim=0, correction=0) > threshold"),
+            (mu.pow(2).mean(0) > 0.01, "the mean square of mu, not its variance: a unit that sits "
+             "away from 0 without moving counts as active",
+             "a variance measures spread around each dimension's own mean: subtract it first",
+             "mu.var(dim=0, correction=0)"),
+            (mu.mean(0).abs() > 0.01, "the mean of mu, not its variance",
+             "an active unit moves with the image: measure the spread, not the position",
+             "mu.var(dim=0, correction=0)"),
+        ]
+        if N == D:  # only then does a reduction over the wrong axis keep the length
+            variants.append((mu.var(1, correction=0) > 0.01,
+                             "the variance over the dimensions (dim 1), not over the images",
+                             "mu is (N, D): the N images are the first axis, reduce over it",
+                             "mu.var(dim=0, correction=0)"))
+        for mask, what, nudge, more in variants:
+            if got == mask.nonzero().flatten().tolist() and got != ref:
+                raise Mistake(f"units {got}, expected {ref}: {what}", nudge, more)
+        raise Mistake(f"units {got}, expected {ref}",
+                      EXERCISES["active_units"][1], EXERCISES["active_units"][2])
+    return run
+
+
+def _units_spread() -> torch.Tensor:
+    """Eight dimensions whose spreads straddle the cut: std 0.05 and 0.02 are
+    above 0.01 but their variances (0.0025, 0.0004) are below it."""
+    g = torch.Generator().manual_seed(11)
+    scale = torch.tensor([1.0, 0.5, 0.2, 0.05, 0.001, 0.3, 0.0, 0.02])
+    return torch.randn(500, 8, generator=g) * scale  # (500, 8)
+
+
+def _units_offset() -> torch.Tensor:
+    """Collapsed units that do not sit at 0: a constant 1.5 with a 0.01 sd."""
+    g = torch.Generator().manual_seed(12)
+    mu = torch.randn(300, 5, generator=g) * torch.tensor([0.8, 0.01, 0.01, 0.6, 0.01])  # (300, 5)
+    return mu + torch.tensor([0.0, 1.5, -1.5, 0.3, 0.0])
+
+
+def _units_square() -> torch.Tensor:
+    """N = D = 6: the wrong axis keeps the length; only the values tell."""
+    g = torch.Generator().manual_seed(13)
+    return torch.randn(6, 6, generator=g) * torch.tensor([0.6, 0.0, 0.4, 0.01, 0.9, 0.0])  # (6, 6)
+
+
+def check_active_units(fn: Callable) -> Callable:
+    """Check ``fn(mu: (N, D)) -> list of ints``: the dimensions j whose variance over
+    the N images exceeds 0.01 (Burda et al. 2016's count of active units).
+
+    Exercise of ``08_sample_quality.ipynb``; reference
+    ``lab_utils.evaluation.active_from_means``.
+    """
+    cases = [
+        ("N = 500, D = 8, spreads on both sides of the cut", _units_case(_units_spread)),
+        ("collapsed units away from 0", _units_case(_units_offset)),
+        ("N = D = 6", _units_case(_units_square)),
+    ]
+    return _run_check("check_active_units", fn, cases, reference_active_units,
+                      "lab_utils.evaluation.active_from_means")
+
+
+# --------------------------------------------------------------------------
+# 09: the centre of mass of a drawing
 # --------------------------------------------------------------------------
 
 def _com_block() -> torch.Tensor:
@@ -1321,7 +1438,7 @@ def _com_one(fn, image: torch.Tensor) -> None:
 def check_center_of_mass(fn: Callable) -> Callable:
     """Check ``fn(image: (H, W)) -> (row, column)``, the brightness-weighted centre.
 
-    Exercise of ``08_your_handwriting.ipynb``; reference ``lab_utils.handwriting.center_of_mass``.
+    Exercise of ``09_your_handwriting.ipynb``; reference ``lab_utils.handwriting.center_of_mass``.
     """
     cases = [
         ("a block up and to the right", _com_case(_com_block)),

@@ -10,7 +10,7 @@ are never placed like MNIST digits and VAE samples are blurrier than the data.
     python -m lab_utils.classifier --no-augment --out checkpoints/classifier-plain.pt
 
 retrain the shipped classifier, or one trained on the digits as they are (a
-second, independent judge). Taught in ``07_evaluation.ipynb``.
+second, independent judge). Taught in ``08_sample_quality.ipynb``.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ in milliseconds on a laptop CPU:
         -> PNGs into ipywidgets.Image widgets (no matplotlib)
 
 "explore this style" hands the drawing's z and digit to the slider explorer.
-Taught in ``08_your_handwriting.ipynb``.
+Taught in ``09_your_handwriting.ipynb``.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Measuring a CVAE: likelihood bounds, label fidelity, diagnostics, the comparison table.
 
 Judging generated digits by eye ("a little blurry") does not compare models.
-This module turns the questions of ``07_evaluation.ipynb`` into numbers:
+This module turns the questions of ``07_likelihood.ipynb`` and
+``08_sample_quality.ipynb`` into numbers:
 
 * how well does the model explain test digits? the negative ELBO and the
   tighter importance-weighted (IWAE) bound on -log p(x | y), in nats per image;
@@ -21,7 +22,8 @@ This module turns the questions of ``07_evaluation.ipynb`` into numbers:
   interpolations (the "same noise, all ten labels" grid is drawn by
   ``plots.plot_disentanglement``).
 
-Taught in ``07_evaluation.ipynb``.
+Taught in ``07_likelihood.ipynb`` (the bounds, rate and distortion) and
+``08_sample_quality.ipynb`` (fidelity, silent digits, active units, sharpness).
 """
 from __future__ import annotations
 
@@ -325,6 +327,21 @@ def active_units(model: CVAE, x: torch.Tensor, y: torch.Tensor | None,
     return [j for j, a in enumerate(unit_activity(model, x, y).tolist()) if a > threshold]
 
 
+def active_from_means(mu: torch.Tensor, threshold: float = 0.01) -> list[int]:
+    """The active units from posterior means already computed: ``mu`` is (N, D),
+    one row per image. The dimensions j whose variance over the N images,
+    Cov_x(mu_j) = mean_n (mu_nj - mean_n mu_nj)^2 (the population variance, as
+    :func:`unit_activity`), exceeds ``threshold``.
+
+    Why a second entry point: notebook 08's exercise writes this cut from the
+    codes it holds; :func:`active_units` is the same test on a model and data.
+    """
+    if mu.dim() != 2:
+        raise ValueError(f"mu must be (N, D), one posterior mean per image; got shape {tuple(mu.shape)}")
+    activity = mu.double().var(dim=0, correction=0)  # (N, D) -> (D,)
+    return [j for j, a in enumerate(activity.tolist()) if a > threshold]
+
+
 # --------------------------------------------------------------------------
 # What does z know about the label? (a probe)
 # --------------------------------------------------------------------------
@@ -448,10 +465,12 @@ def results_table(rows: dict[str, dict], per_label: bool = False) -> str:
     ks = sorted({k for row in rows.values() for k in row["iwae"]})
     sizes = {row["iwae_size"] for row in rows.values()}
     on = f" (first {sizes.pop()} test images)" if len(sizes) == 1 else ""
+    # No row measured label fidelity (no classifier was given): no column for it.
+    with_fidelity = any(row.get("fidelity") for row in rows.values())
     lines = [
         "| model | data | epochs | training time | CPU time | test -ELBO | "
-        + " | ".join(f"IWAE k={k}" for k in ks) + " | label fidelity |",
-        "|---" * (6 + len(ks) + 1) + "|",
+        + " | ".join(f"IWAE k={k}" for k in ks) + " |" + (" label fidelity |" if with_fidelity else ""),
+        "|---" * (6 + len(ks) + with_fidelity) + "|",
     ]
 
     def minutes(secs):
@@ -463,10 +482,12 @@ def results_table(rows: dict[str, dict], per_label: bool = False) -> str:
         fid = row.get("fidelity")
         lines.append(
             f"| {name} | {row.get('dataset', 'mnist')} | {row.get('epochs')} | {time_s} | "
-            f"{row['test_nelbo']:.1f} | {iwae} | {pct(fid['overall'] if fid else None)} |"
+            f"{row['test_nelbo']:.1f} | {iwae} |"
+            + (f" {pct(fid['overall'] if fid else None)} |" if with_fidelity else "")
         )
     lines.append("")
-    lines.append(f"Nats per image, lower is better. IWAE estimates{on}; "
-                 f"label fidelity at temperature 1. Training time is wall-clock, CPU "
+    lines.append(f"Nats per image, lower is better. IWAE estimates{on}"
+                 + ("; label fidelity at temperature 1" if with_fidelity else "")
+                 + ". Training time is wall-clock, CPU "
                  f"time sums all threads (it grows less when other jobs share the CPU).")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ the centre of a 28x28 field (LeCun et al., "The MNIST database"). A model
 trained on MNIST only understands drawings that went through the same steps:
 :func:`to_mnist` does that. :func:`analogies` then reads the drawing's style
 z = mu with its own label and decodes that z with every label.
-Taught in ``08_your_handwriting.ipynb``.
+Taught in ``09_your_handwriting.ipynb``.
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def to_mnist(canvas, box: int = BOX, field: int = FIELD) -> torch.Tensor:
 def shrink_canvas(canvas, field: int = FIELD) -> torch.Tensor:
     """The naive route: the whole canvas averaged down to 28x28, no cropping or centring.
 
-    Kept to show in ``08_your_handwriting.ipynb`` why :func:`to_mnist` is needed.
+    Kept to show in ``09_your_handwriting.ipynb`` why :func:`to_mnist` is needed.
     """
     image = _as_float_canvas(canvas)  # (H, W)
     return F.interpolate(

@@ -3,7 +3,7 @@
 All functions return one number per image (nats), so a batch's loss is their
 sum (as in the lab report and pytorch/examples) and a report is their mean.
 Taught in ``03_reparameterization.ipynb`` (KL), ``05_training.ipynb``
-(negative ELBO) and ``07_evaluation.ipynb`` (IWAE).
+(negative ELBO) and ``07_likelihood.ipynb`` (IWAE).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def iwae_from_log_weights(log_w: torch.Tensor) -> torch.Tensor:
     the largest log weight before exponentiating: the log weights of an MNIST
     digit lie a hundred nats or more below 0, and in float32 exp(-104) is
     already 0, so log(mean(exp(log_w))) would give -inf (taught in
-    ``07_evaluation.ipynb``, whose exercise writes it).
+    ``07_likelihood.ipynb``, whose exercise writes it).
     """
     K = log_w.shape[0]
     return torch.logsumexp(log_w, dim=0) - math.log(K)  # (K, B) -> (B,)

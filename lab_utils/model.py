@@ -162,7 +162,7 @@ class Encoder(nn.Module):
 
         Kept separate so that the narrowest layer can be inspected: in the lab
         model it is a single 28x28 map, and if it is zero for every image of a
-        digit, that digit's images never reach z (see 07_evaluation.ipynb).
+        digit, that digit's images never reach z (see 08_sample_quality.ipynb).
         """
         h = x
         if self.config.conditional:

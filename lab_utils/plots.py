@@ -83,7 +83,7 @@ def label_noise_grid(model, z: torch.Tensor, labels: Sequence[int] = range(10)) 
     """Decode every (noise, label) pair: z (K, D) and L labels -> images (K, L, 1, 28, 28).
 
     Row ``j`` shares the noise ``z[j]``; column ``i`` shares the label ``labels[i]``: the
-    orientation of the lab report's Figure 2, of the explorer's row and of 08's sheets.
+    orientation of the lab report's Figure 2, of the explorer's row and of 09's sheets.
     """
     y = torch.as_tensor(list(labels), dtype=torch.long)  # (L,)
     check_labels(y, model.config.num_classes)

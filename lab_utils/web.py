@@ -2,7 +2,7 @@
 
 The published series (``make site``) shows a working slider explorer on the page
 of ``06_exploring`` and a working drawing pad on the page of
-``08_your_handwriting``. There is no Python behind a static page, so the page
+``09_your_handwriting``. There is no Python behind a static page, so the page
 runs the models itself, in a small hand-written JavaScript forward pass
 (``site/_static/cvae_nn.js``). This module writes what that code reads:
 

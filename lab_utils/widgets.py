@@ -10,7 +10,7 @@ labels, in ONE batched decode
 under ``torch.inference_mode()``. The pictures are PNG bytes (nearest-neighbour
 upscaling, no matplotlib in the update path) written into ``ipywidgets.Image``
 widgets, so the output updates in place: no flicker, no growing output area.
-Taught in ``06_exploring.ipynb``; the drawing pad of ``08_your_handwriting``
+Taught in ``06_exploring.ipynb``; the drawing pad of ``09_your_handwriting``
 reuses it through :meth:`LatentExplorer.set_z`.
 """
 from __future__ import annotations

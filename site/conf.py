@@ -1,7 +1,7 @@
 """Sphinx configuration of the CVAE Lab website: ``make site`` builds it.
 
 The notebooks are rendered from their saved outputs (never executed). The
-widget outputs of 06 and 08 become the page's own explorer and drawing pad
+widget outputs of 06 and 09 become the page's own explorer and drawing pad
 (``_ext/cvae_site.py``), which run the shipped models in the browser
 (``_static/cvae_pages.js``). Everything the pages load comes from the site
 itself: MathJax from the ``django-static-mathjax`` wheel, the models exported

@@ -2,9 +2,10 @@
 dimensions whose posterior mean moves with the image, and only those."""
 from __future__ import annotations
 
+import pytest
 import torch
 
-from lab_utils.evaluation import active_units, unit_activity
+from lab_utils.evaluation import active_from_means, active_units, unit_activity
 from lab_utils.model import CVAE
 
 
@@ -39,3 +40,23 @@ def test_plain_vae_ignores_labels():
     model = CVAE("lab-vae").eval()
     x, y = _images(32)
     assert torch.equal(unit_activity(model, x, y), unit_activity(model, x, None))
+
+
+def test_the_count_from_codes_agrees_with_the_count_from_the_model(mnist_test):
+    """active_from_means (notebook 08's exercise reference) is active_units on codes
+    already computed: the shipped lab model, 1,000 real test digits."""
+    from lab_utils import load_pretrained
+
+    lab_model = load_pretrained("lab")
+    x, y = mnist_test[0][:1000], mnist_test[1][:1000]
+    with torch.no_grad():
+        mu, _ = lab_model.encode(x, y)  # (1000, 20)
+    used = active_from_means(mu)
+    assert used == active_units(lab_model, x, y)
+    assert 5 <= len(used) < 20  # the shipped lab model leaves some units collapsed
+    assert active_from_means(mu, threshold=float("inf")) == []
+
+
+def test_codes_of_the_wrong_shape_are_refused():
+    with pytest.raises(ValueError, match=r"mu must be \(N, D\)"):
+        active_from_means(torch.zeros(4, 2, 3))

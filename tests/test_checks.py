@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lab_utils import checks
 from lab_utils.labels import expand_labels, one_hot
 from lab_utils.evaluation import slant
+from lab_utils.evaluation import active_from_means
 from lab_utils.handwriting import center_of_mass
 from lab_utils.losses import bce, iwae_from_log_weights, kl_divergence, loss_function
 from lab_utils.model import Decoder, Encoder
@@ -77,6 +78,11 @@ def good_iwae_bound(log_w):
     return torch.logsumexp(log_w, dim=0) - torch.log(torch.tensor(float(log_w.shape[0])))
 
 
+def good_active_units(mu, threshold=0.01):
+    activity = ((mu - mu.mean(0)) ** 2).mean(0)  # (N, D) -> (D,): the population variance
+    return (activity > threshold).nonzero().flatten().tolist()
+
+
 def good_center_of_mass(image):
     H, W = image.shape
     total = image.sum()
@@ -96,6 +102,7 @@ CHECKS = {
     "train_step": (checks.check_train_step, good_train_step, checks.reference_train_step, 2),
     "slant": (checks.check_slant, good_slant, slant, 2),
     "iwae_bound": (checks.check_iwae_bound, good_iwae_bound, iwae_from_log_weights, 3),
+    "active_units": (checks.check_active_units, good_active_units, active_from_means, 3),
     "center_of_mass": (checks.check_center_of_mass, good_center_of_mass, center_of_mass, 3),
 }
 
@@ -112,6 +119,7 @@ KEY_EXPRESSIONS = {
                    "optimizer.step()", "return loss.item()", 'reduction="sum"'],
     "slant": ["(x * r * c)", "(x * r * r)", "-mu11 / mu02", "arange(28.0).view"],
     "iwae_bound": ["logsumexp(log_w", "math.log(K)", "log(K)"],
+    "active_units": ["var(dim=0", "mu.var(", "enumerate(activity"],
     "center_of_mass": ["arange(H)", "image.sum(1)", "image.sum(dim=1)", "/ image.sum()"],
 }
 
@@ -429,6 +437,18 @@ MISTAKES = {
         ["the K samples are the first axis"]),
     "iwae: max instead of logsumexp": (
         "iwae_bound", lambda lw: lw.max(0).values, ["the largest log weight, not the logsumexp"]),
+    "units: the sd, not the variance": (
+        "active_units", lambda mu: (mu.std(0) > 0.01).nonzero().flatten().tolist(),
+        ["the standard deviation compared with 0.01"]),
+    "units: the mean square": (
+        "active_units", lambda mu: (mu.pow(2).mean(0) > 0.01).nonzero().flatten().tolist(),
+        ["the mean square of mu, not its variance"]),
+    "units: the count": (
+        "active_units", lambda mu: len(active_from_means(mu)), ["expected the list of active dimensions"]),
+    "units: a mask": ("active_units", lambda mu: mu.var(0) > 0.01, ["booleans, one per dimension"]),
+    "units: over the images' dimensions": (
+        "active_units", lambda mu: (mu.var(1) > 0.01).nonzero().flatten().tolist(),
+        ["computed per image (over dim 1)"]),
     "com: (col, row)": (
         "center_of_mass", lambda im: center_of_mass(im)[::-1], ["(column, row) instead of (row, column)"]),
     "com: unweighted ink pixels": (
@@ -545,6 +565,7 @@ def _dotted(reference) -> str:
         checks.reference_train_step: "lab_utils.train.train_step",
         slant: "lab_utils.evaluation.slant",
         iwae_from_log_weights: "lab_utils.losses.iwae_from_log_weights",
+        active_from_means: "lab_utils.evaluation.active_from_means",
         center_of_mass: "lab_utils.handwriting.center_of_mass",
     }[reference]
 

@@ -218,6 +218,16 @@ def test_results_table_has_a_row_per_model(trained, classifier, small_batch):
     assert lines[2].startswith("| lab | mnist | ") and f"{row['test_nelbo']:.1f}" in lines[2]
     per = ev.results_table({"lab": row}, per_label=True).splitlines()
     assert len(per) == 3 and per[2].count("%") == 10
+    assert "label fidelity" in lines[0] and lines[2].rstrip().endswith("% |")
+
+
+def test_results_table_without_a_classifier_has_no_fidelity_column(trained, small_batch):
+    """Notebook 07 measures nats only: no column of n/a."""
+    x, y = small_batch
+    row = ev.measure(trained, x, y, None, ks=(1, 4), iwae_size=16)
+    lines = ev.results_table({"lab": row}).splitlines()
+    assert "fidelity" not in lines[0] and "fidelity" not in lines[-1]
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == 9  # 8 columns
 
 
 def test_no_measure_is_named_like_a_test():

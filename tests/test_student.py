@@ -20,7 +20,7 @@ from lab_utils.student import BEGIN, END, MarkerError, strip_solutions
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-EXERCISE_NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07", "08")  # every notebook from 01 on holds an exercise (issue 15)
+EXERCISE_NOTEBOOKS = ("01", "02", "03", "04", "05", "06", "07", "08", "09")  # every notebook from 01 on holds an exercise (issue 15)
 CHECK_CALL = re.compile(r"checks\.check_\w+\(")
 
 

@@ -37,6 +37,7 @@ const inp = JSON.parse(new TextDecoder().decode(await read("inputs.json")));
 const arr = (a) => Array.from(a);
 const out = {
   decode: inp.z.map((z, i) => arr(cvae.decode(Float32Array.from(z), inp.y[i]))),
+  decode_all: inp.z.map((z) => cvae.decodeAll(Float32Array.from(z)).map(arr)),
   encode: inp.x.map((x, i) => arr(cvae.encode(Float32Array.from(x), inp.y[i]))),
   logits: inp.x.map((x) => arr(clf.logits(Float32Array.from(x)))),
   to_mnist: inp.canvases.map((c) => {
@@ -174,10 +175,13 @@ def test_the_pages_models_agree_with_pytorch(exported):
     model, clf = load_pretrained(), load_classifier()
     with torch.inference_mode():
         decoded = model.decode(z, y).flatten(1)
+        labels = torch.arange(10)  # decodeAll: each z with every label
+        every = torch.stack([model.decode(zi.expand(10, -1), labels).flatten(1) for zi in z])
         mu, _ = model.encode(x, y)
         logits = clf(x)
     diffs = {
         "decode": (torch.tensor(js["decode"]) - decoded).abs().max().item(),
+        "decodeAll": (torch.tensor(js["decode_all"]) - every).abs().max().item(),
         "encode": (torch.tensor(js["encode"]) - mu).abs().max().item(),
         "classifier": (torch.tensor(js["logits"]) - logits).abs().max().item(),
     }

@@ -1,4 +1,4 @@
-"""The drawing pad in a real browser: run 08_your_handwriting.ipynb in JupyterLab,
+"""The drawing pad in a real browser: run 09_your_handwriting.ipynb in JupyterLab,
 draw with the mouse on the pad, and check what the kernel answers; then restart
 the kernel and check that the pad says so instead of silently taking ink."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-NOTEBOOK = "notebooks/08_your_handwriting.ipynb"
+NOTEBOOK = "notebooks/09_your_handwriting.ipynb"
 ANSWER_TIMEOUT_MS = 5000  # lab_utils.drawing_pad.ANSWER_TIMEOUT_MS: when the page warns
 RUN_TIMEOUT = 300  # s: the notebook's cells, kernel start included, on a busy 2-core machine
 

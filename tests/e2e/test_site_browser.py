@@ -1,5 +1,5 @@
 """The website (``make site``) in headless Chromium: the explorer and the drawing pad
-of the pages of 06 and 08 work, with the models running in the page, and no
+of the pages of 06 and 09 work, with the models running in the page, and no
 request leaves the site.
 
 The site is (re)built first, incrementally (``site/_ext/cvae_site.build``), then
@@ -125,7 +125,7 @@ def test_explorer_moves_with_the_keyboard(site_page, site_url):
 @pytest.mark.e2e
 def test_pad_reads_a_one_then_a_zero(site_page, site_url):
     page = site_page
-    open_page(page, site_url + "/notebooks/08_your_handwriting.html")
+    open_page(page, site_url + "/notebooks/09_your_handwriting.html")
     pad = page.locator(".cvae-drawing-pad").first
     canvas = pad.locator("canvas.cvae-pad-canvas")
     reading = pad.locator(".cvae-pad-reading")
@@ -156,3 +156,39 @@ def test_pad_reads_a_one_then_a_zero(site_page, site_url):
     # No "Python is not answering" from the shared canvas module: the page answers it.
     page.wait_for_timeout(200)
     assert pad.locator(".cvae-pad-status").inner_text() == ""
+
+
+@pytest.mark.e2e
+def test_pad_pictures_are_the_python_widgets(site_page, site_url):
+    """The sheet the page paints (its own pixel loops) is lab_utils.widgets.row_pixels of
+    PyTorch's decodes of the page's z, within one grey level; and the shared canvas
+    module made no PNG for it (the page reads the canvas itself)."""
+    import numpy as np
+    import torch
+
+    from lab_utils import load_pretrained
+    from lab_utils.widgets import row_pixels
+
+    page = site_page
+    pad_page = next(Path(cvae_site.HTML, "notebooks").glob("*_your_handwriting.html"))
+    open_page(page, site_url + "/notebooks/" + pad_page.name)
+    pad = page.locator(".cvae-drawing-pad").first
+    draw(page, pad.locator("canvas.cvae-pad-canvas"), [(90 + 6 * i, 60 + 9 * i) for i in range(20)])
+    page.wait_for_function("() => window.cvaeLab.pads[0].updates > 0")
+    got = page.evaluate("""() => { const p = window.cvaeLab.pads[0];
+        const red = (c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data
+                                      .filter((_, i) => i % 4 === 0));
+        return {x: Array.from(p.x), digit: p.digit, png: p.model.get('png'),
+                sheet: red(p.sheet), w: p.sheet.width, seen: red(p.seen)}; }""")
+    assert got["png"] == "canvas"
+    model = load_pretrained()
+    x = torch.tensor(got["x"]).view(1, 1, 28, 28)
+    with torch.inference_mode():
+        mu, _ = model.encode(x, torch.tensor([got["digit"]]))
+        tiles = model.decode(mu.expand(10, -1), torch.arange(10))[:, 0]
+    want = row_pixels((tiles * 255).round().clamp(0, 255).to(torch.uint8).numpy(), got["digit"])
+    sheet = np.array(got["sheet"]).reshape(-1, got["w"])
+    assert sheet.shape == want.shape
+    assert np.abs(sheet - want.astype(int)).max() <= 1
+    seen = (x[0, 0] * 255).round().clamp(0, 255).numpy().astype(int)
+    assert np.abs(np.array(got["seen"]).reshape(28, 28) - seen).max() <= 1
