@@ -13,6 +13,9 @@
 //   sent       (int)    drawings sent (strokes and Clears), counted here
 //   answered   (int)    the latest `sent` that Python acknowledged
 //   answer_timeout_ms (int) how long to wait for that acknowledgement
+//   send_png   (bool)   optional, true if absent; false for a page that reads the
+//                       canvas's pixels itself: after a stroke `png` is then the
+//                       string "canvas" (non-empty: there is a drawing), no PNG is made
 //
 // Strokes are drawn here, with no round trip per mouse move; when a stroke ends
 // the whole canvas goes to Python once. If Python does not acknowledge it in
@@ -100,7 +103,7 @@ function render({ model, el }) {
     waiting = setTimeout(silent, model.get("answer_timeout_ms"));
   }
   function send() {  // once per finished stroke: the whole canvas as a PNG
-    lastSent = canvas.toDataURL("image/png");
+    lastSent = model.get("send_png") === false ? "canvas" : canvas.toDataURL("image/png");
     save({ png: lastSent, strokes: model.get("strokes") + 1 });
   }
 

@@ -38,14 +38,26 @@ function canvasElement(cls, w, h, cssW, cssH, label) {
   return c;
 }
 
-function paintDigit(canvas, x, size) {  // one 28x28 image, scaled by CSS (pixelated)
-  const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(size, size);
-  for (let i = 0; i < size * size; i++) {
-    const g = x ? grey(x[i]) : 0;
-    img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = g;
-    img.data[4 * i + 3] = 255;
+// Pictures are written as 32-bit pixels (grey, grey, grey, 255) into an ImageData kept
+// with each canvas, then put with one putImageData.
+const RGBA = new Uint32Array(256);  // grey level -> its opaque RGBA pixel, whatever the byte order
+{
+  const bytes = new Uint8Array(RGBA.buffer);
+  for (let g = 0; g < 256; g++) bytes.set([g, g, g, 255], 4 * g);
+}
+
+function imageData(canvas, w, h) {  // the canvas's ImageData, made once, with a Uint32 view
+  if (!canvas._cvaeImage || canvas._cvaeImage.width !== w || canvas._cvaeImage.height !== h) {
+    const ctx = canvas.getContext("2d");
+    const img = ctx.createImageData(w, h);
+    canvas._cvaeImage = { ctx, img, width: w, height: h, px: new Uint32Array(img.data.buffer) };
   }
+  return canvas._cvaeImage;
+}
+
+function paintDigit(canvas, x, size) {  // one 28x28 image, scaled by CSS (pixelated)
+  const { ctx, img, px } = imageData(canvas, size, size);
+  for (let i = 0; i < size * size; i++) px[i] = x ? RGBA[grey(x[i]) | 0] : RGBA[0];
   ctx.putImageData(img, 0, 0);
 }
 
@@ -58,24 +70,25 @@ function rowSize(n, size) {
 function paintRow(canvas, images, chosen, size) {
   const n = images.length, t = size * ROW_SCALE;
   const [W, H] = rowSize(n, size);
-  const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(W, H);
-  const px = new Uint8ClampedArray(W * H).fill(GAP_GREY);
+  const { ctx, img, px } = imageData(canvas, W, H);
+  px.fill(RGBA[GAP_GREY]);
+  const frame = RGBA[FRAME], black = RGBA[0];
   for (let i = 0; i < n; i++) {
     const left = ROW_GAP + i * (t + ROW_GAP);
     if (i === chosen) {
-      for (let y = ROW_GAP - 2; y < ROW_GAP + t + 2; y++) px.fill(FRAME, y * W + left - 2, y * W + left + t + 2);
+      for (let y = ROW_GAP - 2; y < ROW_GAP + t + 2; y++) px.fill(frame, y * W + left - 2, y * W + left + t + 2);
     }
     const x = images[i];
     for (let y = 0; y < t; y++) {
-      const src = Math.floor(y / ROW_SCALE) * size;
       const dst = (ROW_GAP + y) * W + left;
-      for (let c = 0; c < t; c++) px[dst + c] = x ? grey(x[src + Math.floor(c / ROW_SCALE)]) : 0;
+      if (!x) { px.fill(black, dst, dst + t); continue; }
+      if (y % ROW_SCALE) { px.copyWithin(dst, dst - W, dst - W + t); continue; }  // a repeated row
+      const src = (y / ROW_SCALE) * size;
+      for (let j = 0; j < size; j++) {
+        const v = RGBA[grey(x[src + j]) | 0];
+        for (let r = 0; r < ROW_SCALE; r++) px[dst + j * ROW_SCALE + r] = v;
+      }
     }
-  }
-  for (let i = 0; i < W * H; i++) {
-    img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = px[i];
-    img.data[4 * i + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
 }
@@ -208,6 +221,8 @@ export class Explorer {
 }
 
 // ----- the drawing pad ---------------------------------------------------------------
+const INK = Float32Array.from({ length: 256 }, (_, v) => v / 255);  // a red byte -> its ink
+
 // What drawing_pad.js needs of anywidget's model: get, set, on, off, save_changes.
 function padModel(fields, onSave) {
   const values = { ...fields };
@@ -265,8 +280,10 @@ export class Pad {
 
     // The canvas: the JupyterLab widget's own module, with this page as its "Python".
     const p = manifest.pad;
+    // send_png false: this page reads the canvas's pixels itself (processCanvas), so the
+    // module skips the PNG it would encode for Python after every stroke.
     this.model = padModel({ size: p.size, pen_width: p.pen_width, png: "", strokes: 0,
-      sent: 0, answered: 0, answer_timeout_ms: 10000 }, () => this.received());
+      sent: 0, answered: 0, answer_timeout_ms: 10000, send_png: false }, () => this.received());
     this.dispose = drawingPad.render({ model: this.model, el: this.canvasHost });
     this.canvas = this.canvasHost.querySelector("canvas");
 
@@ -295,31 +312,44 @@ export class Pad {
   /** The canvas's ink (its red channel, white on black) -> the whole update path. */
   processCanvas() {
     const start = performance.now();
+    const t = [start];  // the stages' end times, for benchmarks/site.py
     const size = this.canvas.width;
     const data = this.canvas.getContext("2d").getImageData(0, 0, size, size).data;
-    const ink = new Float32Array(size * size);
-    for (let i = 0; i < ink.length; i++) ink[i] = data[4 * i] / 255;
+    if (!this.ink || this.ink.length !== size * size) this.ink = new Float32Array(size * size);
+    const ink = this.ink;
+    for (let i = 0; i < ink.length; i++) ink[i] = INK[data[4 * i]];
+    t.push(performance.now());
     const m = this.models.manifest.pad;
     const x = toMnist(ink, size, size, { box: m.box, field: m.field, inkLevel: m.ink_level });
+    t.push(performance.now());
     if (x === null) { this.showEmpty(); return null; }
     this.x = x;
     const { digit, confidence } = this.classifier.classify(x);
+    t.push(performance.now());
     this.reading = [digit, confidence];
     if (!this.digitFromStudent) this.picker.value = String(digit);
     paintDigit(this.seen, x, this.size);
     this.showReading();
-    this.updateSheet();
+    t.push(performance.now());
+    this.updateSheet(t);
     this.updates += 1;
+    this.lastUpdateStart = start;
     this.lastUpdateEnd = performance.now();
     this.lastUpdateMs = this.lastUpdateEnd - start;
+    const names = ["read", "to_mnist", "classifier", "seen", "encode", "decodes", "sheet"];
+    this.lastStages = Object.fromEntries(names.map((k, i) => [k, t[i + 1] - t[i]]));
     return digit;
   }
 
   get digit() { return Number(this.picker.value); }
 
-  updateSheet() {
+  updateSheet(t = null) {
     this.z = this.cvae.encode(this.x, this.digit);  // z = mu
-    paintRow(this.sheet, this.cvae.decodeAll(this.z), this.digit, this.size);
+    if (t) t.push(performance.now());
+    const images = this.cvae.decodeAll(this.z);
+    if (t) t.push(performance.now());
+    paintRow(this.sheet, images, this.digit, this.size);
+    if (t) t.push(performance.now());
   }
 
   showReading() {
