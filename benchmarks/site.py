@@ -2,7 +2,7 @@
 explorer and drawing pad answer, measured in headless Chromium.
 
 Builds the site (incrementally), serves it on 127.0.0.1 and drives the pages of
-06 and 08 the way a reader does:
+06 and 09 the way a reader does:
 
 * explorer: alternately move one noise slider (decode ten digits, draw) and the
   digit slider (no decode: the row already holds every label); each is one

@@ -1,6 +1,6 @@
 // The drawing pad's canvas: an anywidget front end (no npm, no build step).
 //
-// Used by lab_utils/drawing_pad.py (PadCanvas, notebook 08) and meant to be
+// Used by lab_utils/drawing_pad.py (PadCanvas, notebook 09) and meant to be
 // reused as is by a static web page: it only needs an anywidget-style `model`
 // (get, set, save_changes, on, off) and an element `el` to draw into.
 //

@@ -1,4 +1,4 @@
-// The website's slider explorer (06) and drawing pad (08), running in the page.
+// The website's slider explorer (06) and drawing pad (09), running in the page.
 //
 // site/_ext/cvae_site.py puts a placeholder where the notebook saved a widget:
 //   <div class="cvae-web cvae-web-explorer" data-state='{"digit": 3, "z": [...], ...}'>
