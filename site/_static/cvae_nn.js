@@ -90,6 +90,7 @@ function store(acc, out, offset, n, relu) {
 // active input channel (zero ones are skipped) adds its nine taps, held in locals, to a
 // float64 plane per output channel, sliding a 3x3 window of input values along each
 // row; two output channels at a time, so that each window is loaded once for both.
+const NINE_ZEROS = new Float32Array(9);
 function conv3x3(x, [C, H, W], w, b, relu = false) {
   const O = w.shape[0];
   const Wp = W + 2, P = (H + 2) * Wp, n = H * W;
@@ -100,32 +101,16 @@ function conv3x3(x, [C, H, W], w, b, relu = false) {
   for (let o = 0; o < O; o += 2) {
     const pair = o + 1 < O;
     acc.fill(bd[o], 0, n);
-    if (pair) acc.fill(bd[o + 1], n, 2 * n);
+    acc.fill(pair ? bd[o + 1] : 0, n, 2 * n);  // an odd last channel: the second half is scratch
     for (let a = 0; a < nA; a++) {
       const c = active[a];
       const k = (o * C + c) * 9;
       const w0 = wd[k], w1 = wd[k + 1], w2 = wd[k + 2], w3 = wd[k + 3], w4 = wd[k + 4],
         w5 = wd[k + 5], w6 = wd[k + 6], w7 = wd[k + 7], w8 = wd[k + 8];
-      if (pair) {
-        const m = k + C * 9;  // the next output channel
-        const v0 = wd[m], v1 = wd[m + 1], v2 = wd[m + 2], v3 = wd[m + 3], v4 = wd[m + 4],
-          v5 = wd[m + 5], v6 = wd[m + 6], v7 = wd[m + 7], v8 = wd[m + 8];
-        for (let y = 0; y < H; y++) {
-          let r0 = c * P + y * Wp, r1 = r0 + Wp, r2 = r1 + Wp;
-          let a0 = xp[r0], a1 = xp[r0 + 1], b0 = xp[r1], b1 = xp[r1 + 1], c0 = xp[r2], c1 = xp[r2 + 1];
-          const end = y * W + W;
-          for (let i = y * W; i < end; i++) {
-            const a2 = xp[r0 + 2], b2 = xp[r1 + 2], c2 = xp[r2 + 2];
-            acc[i] += w0 * a0 + w1 * a1 + w2 * a2 + w3 * b0 + w4 * b1 + w5 * b2
-              + w6 * c0 + w7 * c1 + w8 * c2;
-            acc[i + n] += v0 * a0 + v1 * a1 + v2 * a2 + v3 * b0 + v4 * b1 + v5 * b2
-              + v6 * c0 + v7 * c1 + v8 * c2;
-            a0 = a1; a1 = a2; b0 = b1; b1 = b2; c0 = c1; c1 = c2;
-            r0++; r1++; r2++;
-          }
-        }
-        continue;
-      }
+      // The next output channel's taps (zeros when there is none: its sums are discarded).
+      const vd = pair ? wd : NINE_ZEROS, m = pair ? k + C * 9 : 0;
+      const v0 = vd[m], v1 = vd[m + 1], v2 = vd[m + 2], v3 = vd[m + 3], v4 = vd[m + 4],
+        v5 = vd[m + 5], v6 = vd[m + 6], v7 = vd[m + 7], v8 = vd[m + 8];
       for (let y = 0; y < H; y++) {
         let r0 = c * P + y * Wp, r1 = r0 + Wp, r2 = r1 + Wp;
         let a0 = xp[r0], a1 = xp[r0 + 1], b0 = xp[r1], b1 = xp[r1 + 1], c0 = xp[r2], c1 = xp[r2 + 1];
@@ -134,6 +119,8 @@ function conv3x3(x, [C, H, W], w, b, relu = false) {
           const a2 = xp[r0 + 2], b2 = xp[r1 + 2], c2 = xp[r2 + 2];
           acc[i] += w0 * a0 + w1 * a1 + w2 * a2 + w3 * b0 + w4 * b1 + w5 * b2
             + w6 * c0 + w7 * c1 + w8 * c2;
+          acc[i + n] += v0 * a0 + v1 * a1 + v2 * a2 + v3 * b0 + v4 * b1 + v5 * b2
+            + v6 * c0 + v7 * c1 + v8 * c2;
           a0 = a1; a1 = a2; b0 = b1; b1 = b2; c0 = c1; c1 = c2;
           r0++; r1++; r2++;
         }
