@@ -91,6 +91,7 @@ function store(acc, out, offset, n, relu) {
 // float64 plane per output channel, sliding a 3x3 window of input values along each
 // row; two output channels at a time, so that each window is loaded once for both.
 const NINE_ZEROS = new Float32Array(9);
+const EIGHT_ZEROS = new Float64Array(8);  // folded taps of an absent second channel
 function conv3x3(x, [C, H, W], w, b, relu = false) {
   const O = w.shape[0];
   const Wp = W + 2, P = (H + 2) * Wp, n = H * W;
@@ -178,33 +179,18 @@ function upsample2Conv3x3(x, [C, H, W], w, b, relu = false) {
   for (let o = 0; o < O; o += 2) {
     const pair = o + 1 < O;
     acc.fill(bd[o], 0, n);
-    if (pair) acc.fill(bd[o + 1], n, 2 * n);
+    acc.fill(pair ? bd[o + 1] : 0, n, 2 * n);
     for (let a = 0; a < nA; a++) {
       const c = active[a];
       for (let py = 0; py < 2; py++) {
         const kk = ((o * C + c) * 2 + py) * 8;
         const e0 = k[kk], e1 = k[kk + 1], e2 = k[kk + 2], e3 = k[kk + 3];      // even columns
         const d0 = k[kk + 4], d1 = k[kk + 5], d2 = k[kk + 6], d3 = k[kk + 7];  // odd columns
-        if (pair) {
-          const mm = kk + C * 16;  // the next output channel
-          const f0 = k[mm], f1 = k[mm + 1], f2 = k[mm + 2], f3 = k[mm + 3];
-          const g0 = k[mm + 4], g1 = k[mm + 5], g2 = k[mm + 6], g3 = k[mm + 7];
-          for (let i = 0; i < H; i++) {
-            let r0 = c * P + (i + py) * Wp, r1 = r0 + Wp;
-            let u0 = xp[r0], u1 = xp[r0 + 1], v0 = xp[r1], v1 = xp[r1 + 1];
-            let q = (2 * i + py) * Wo;
-            for (let j = 0; j < W; j++) {
-              const u2 = xp[r0 + 2], v2 = xp[r1 + 2];
-              acc[q] += e0 * u0 + e1 * u1 + e2 * v0 + e3 * v1;
-              acc[q + 1] += d0 * u1 + d1 * u2 + d2 * v1 + d3 * v2;
-              acc[q + n] += f0 * u0 + f1 * u1 + f2 * v0 + f3 * v1;
-              acc[q + n + 1] += g0 * u1 + g1 * u2 + g2 * v1 + g3 * v2;
-              u0 = u1; u1 = u2; v0 = v1; v1 = v2;
-              r0++; r1++; q += 2;
-            }
-          }
-          continue;
-        }
+        // The next output channel's folded taps; for an odd last channel, zeros summed
+        // into the scratch second half of acc (never stored).
+        const kn = pair ? k : EIGHT_ZEROS, m = pair ? kk + C * 16 : 0;
+        const f0 = kn[m], f1 = kn[m + 1], f2 = kn[m + 2], f3 = kn[m + 3];
+        const g0 = kn[m + 4], g1 = kn[m + 5], g2 = kn[m + 6], g3 = kn[m + 7];
         for (let i = 0; i < H; i++) {
           let r0 = c * P + (i + py) * Wp, r1 = r0 + Wp;
           let u0 = xp[r0], u1 = xp[r0 + 1], v0 = xp[r1], v1 = xp[r1 + 1];
@@ -213,6 +199,8 @@ function upsample2Conv3x3(x, [C, H, W], w, b, relu = false) {
             const u2 = xp[r0 + 2], v2 = xp[r1 + 2];
             acc[q] += e0 * u0 + e1 * u1 + e2 * v0 + e3 * v1;
             acc[q + 1] += d0 * u1 + d1 * u2 + d2 * v1 + d3 * v2;
+            acc[q + n] += f0 * u0 + f1 * u1 + f2 * v0 + f3 * v1;
+            acc[q + n + 1] += g0 * u1 + g1 * u2 + g2 * v1 + g3 * v2;
             u0 = u1; u1 = u2; v0 = v1; v1 = v2;
             r0++; r1++; q += 2;
           }
