@@ -86,12 +86,14 @@ function store(acc, out, offset, n, relu) {
   else for (let i = 0; i < n; i++) out[offset + i] = acc[i];
 }
 
+// Taps of an absent second output channel (an odd last channel): its sums go to scratch.
+const NINE_ZEROS = new Float32Array(9);  // conv3x3's nine taps
+const EIGHT_ZEROS = new Float64Array(8);  // upsample2Conv3x3's eight folded taps
+
 // 3x3, stride 1, zero padding 1 (every conv of the lab model and the classifier): each
 // active input channel (zero ones are skipped) adds its nine taps, held in locals, to a
 // float64 plane per output channel, sliding a 3x3 window of input values along each
 // row; two output channels at a time, so that each window is loaded once for both.
-const NINE_ZEROS = new Float32Array(9);
-const EIGHT_ZEROS = new Float64Array(8);  // folded taps of an absent second channel
 function conv3x3(x, [C, H, W], w, b, relu = false) {
   const O = w.shape[0];
   const Wp = W + 2, P = (H + 2) * Wp, n = H * W;
