@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .losses import bce, kl_divergence
 from .model import CVAE, CVAEConfig
 
@@ -171,7 +172,33 @@ def decode_phases(model: CVAE, z: torch.Tensor, y: torch.Tensor | None) -> torch
     return h
 
 
-def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def compiled_loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`loss_terms` through ``lab_utils.kernels``: the convolution stacks
+    (with the label's bias map, the ReLUs, the upsampling, the sigmoid and the
+    BCE fused in) run as compiled kernels, the Linear layers in PyTorch."""
+    enc, dec, cfg = model.encoder, model.decoder, model.config
+    first, second = [m for m in enc.conv if isinstance(m, nn.Conv2d)]
+    maps = label_bias_maps(first, cfg.num_classes, 28, 28) if cfg.conditional else None  # (K, 3, 28, 28)
+    h = kernels.encoder_convs(x, y, maps, first.weight[:, :1], first.bias,
+                              second.weight, second.bias)  # (B, 1, 28, 28) -> (B, 784)
+    h = enc.fc(h)  # (B, 784) -> (B, 400)
+    mu, logvar = enc.fc_mu(h), enc.fc_logvar(h)  # (B, D), (B, D)
+    z = model.reparameterize(mu, logvar)  # (B, D): the same noise draw as model(x, y)
+    if cfg.conditional:
+        z = torch.cat([z, F.one_hot(y, cfg.num_classes).to(z.dtype)], dim=1)  # (B, D) + (B, K) -> (B, D+K)
+    h0 = dec.fc(z)  # (B, D+K) -> (B, 2*14*14), after the Linear's ReLU
+    convs = [m for m in dec.conv if isinstance(m, nn.Conv2d)]
+    return kernels.decoder_bce(h0, x, convs), kl_divergence(mu, logvar)
+
+
+def uses_kernels(model: CVAE, x: torch.Tensor) -> bool:
+    """Whether :func:`loss_terms` takes the compiled kernels for this model and batch."""
+    return kernels.supports(model.config) and kernels.usable(x)
+
+
+def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None, *,
+               compiled: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The two terms of the per-image negative ELBO with one sampled z: the
     reconstruction term (BCE, (B,)) and the KL term (B,), as ``losses.bce`` and
     ``losses.kl_divergence`` give them for ``model(x, y)``: the same function of
@@ -182,6 +209,10 @@ def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> tuple[to
     once, before the first step, instead of every batch (on a GPU each check is
     a host sync). Falls back to the plain forward pass where :func:`supports` is False.
     """
+    if compiled is None:
+        compiled = uses_kernels(model, x)
+    if compiled:
+        return compiled_loss_terms(model, x, y)
     if not supports(model.config):
         mu, logvar = model.encoder(x, y)
         z = model.reparameterize(mu, logvar)
@@ -192,7 +223,8 @@ def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> tuple[to
     return bce(x_hat, _to_phases(x)), kl_divergence(mu, logvar)
 
 
-def negative_elbo(model: CVAE, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+def negative_elbo(model: CVAE, x: torch.Tensor, y: torch.Tensor | None, *,
+                  compiled: bool | None = None) -> torch.Tensor:
     """Per-image negative ELBO (B,) with one sampled z: the sum of :func:`loss_terms`."""
-    reconstruction, kl = loss_terms(model, x, y)
+    reconstruction, kl = loss_terms(model, x, y, compiled=compiled)
     return reconstruction + kl
