@@ -179,9 +179,7 @@ def compiled_loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None
     BCE fused in) run as compiled kernels, the Linear layers in PyTorch."""
     enc, dec, cfg = model.encoder, model.decoder, model.config
     first, second = [m for m in enc.conv if isinstance(m, nn.Conv2d)]
-    maps = label_bias_maps(first, cfg.num_classes, 28, 28) if cfg.conditional else None  # (K, 3, 28, 28)
-    h = kernels.encoder_convs(x, y, maps, first.weight[:, :1], first.bias,
-                              second.weight, second.bias)  # (B, 1, 28, 28) -> (B, 784)
+    h = kernels.encoder_convs(x, y if cfg.conditional else None, first, second)  # (B, 1, 28, 28) -> (B, 784)
     h = enc.fc(h)  # (B, 784) -> (B, 400)
     mu, logvar = enc.fc_mu(h), enc.fc_logvar(h)  # (B, D), (B, D)
     z = model.reparameterize(mu, logvar)  # (B, D): the same noise draw as model(x, y)

@@ -353,14 +353,43 @@ long cvae_enc_scratch_floats() { return 4 * P28; }      // dpre2, dpre1 (3)
 long cvae_dec_saved_floats() { return 13 * P14 + 4 * P28; }  // h0 (2), g1 (11), g2 (3), p
 long cvae_dec_scratch_floats() { return 13 * P14 + 5 * P28; }  // dh0 (2), da (11), db (3), dl, x
 
-// Encoder forward. x (B, 784), y (B,) int64 class, maps (10, 3, 28, 28): each
-// class's contribution to the first convolution; w1 (3, 1, 3, 3) the image
-// channel's kernel, b1 (3), w2 (1, 3, 3, 3), b2 (1). Writes h2 (B, 784) and
-// the saved activations (saved: chunks x cvae_enc_saved_floats()).
-void cvae_enc_forward(int batch, const float* x, const int64_t* y, const float* maps,
+// The label channels of the encoder's first convolution. Class k's input has
+// channel 1 + k all ones and the other label channels zero, so by linearity its
+// contribution at (i, j) is the sum of the taps w1[c][1 + k][dy][dx] that land
+// inside the image (the zero padding drops the others): a per-class bias map,
+// constant inside, different on the border rows and columns. Pixel classes:
+// 0 = first row (or column), 1 = inside, 2 = last. labelmap[k][c][row][col].
+constexpr int pixel_class(int i) { return i == 0 ? 0 : (i == S - 1 ? 2 : 1); }
+// Whether tap d (0, 1, 2) of a 3x3 kernel lands inside the image at a pixel of class r.
+constexpr bool tap_inside(int r, int d) { return !(r == 0 && d == 0) && !(r == 2 && d == 2); }
+
+void label_maps(const float* w1, int in_channels, float* labelmap /* [K][3][3][3] */) {
+  for (int k = 0; k < K; ++k)
+    for (int c = 0; c < 3; ++c)
+      for (int r = 0; r < 3; ++r)
+        for (int q = 0; q < 3; ++q) {
+          float s = 0;
+          for (int dy = 0; dy < 3; ++dy)
+            for (int dx = 0; dx < 3; ++dx)
+              if (tap_inside(r, dy) && tap_inside(q, dx)) s += w1[((c * in_channels) + 1 + k) * 9 + dy * 3 + dx];
+          labelmap[((k * 3 + c) * 3 + r) * 3 + q] = s;
+        }
+}
+
+// Encoder forward. x (B, 784), y (B,) int64 class; w1 (3, in_channels, 3, 3) the
+// first convolution's whole kernel: channel 0 for the image and, when
+// in_channels is 11, channels 1 .. 10 for the one-hot label maps (1: a model
+// without labels; y is then not read); b1 (3), w2 (1, 3, 3, 3), b2 (1). Writes
+// h2 (B, 784) and the saved activations (saved: chunks x cvae_enc_saved_floats()).
+void cvae_enc_forward(int batch, const float* x, const int64_t* y, int in_channels,
                       const float* w1, const float* b1, const float* w2, const float* b2,
                       float* saved, float* h2_out, int threads) {
   const int chunks = (batch + L - 1) / L;
+  float w1_image[ENC_W1];  // the image channel's kernel, (3, 1, 3, 3)
+  for (int c = 0; c < 3; ++c)
+    for (int t = 0; t < 9; ++t) w1_image[c * 9 + t] = w1[c * in_channels * 9 + t];
+  float labelmap[K * 27] = {};
+  if (in_channels > 1) label_maps(w1, in_channels, labelmap);
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int n = 0; n < chunks; ++n) {
     float* xp = saved + n * cvae_enc_saved_floats();
@@ -370,30 +399,38 @@ void cvae_enc_forward(int batch, const float* x, const int64_t* y, const float* 
     zero_border<3, S, S>(h1);
     zero_border<1, S, S>(h2);
     gather_lanes<1, S, S>(x, batch, n, xp);
-    conv_forward<1, 3, S, S>(xp, w1, b1, h1, false);
-    vf onehot[K];  // onehot[k][lane] = 1 where the lane's image has class k
-    for (int k = 0; k < K; ++k)
-      for (int l = 0; l < L; ++l) onehot[k][l] = (n * L + l < batch && y[n * L + l] == k) ? 1.0f : 0.0f;
-    for (int c = 0; c < 3; ++c)  // + the class's bias map, then ReLU
-      for (int i = 0; i < S; ++i)
-        for (int j = 0; j < S; ++j) {
-          const long o = at<S, S>(c, i + 1, j + 1);
-          vf v = ld(h1 + o);
-          for (int k = 0; k < K; ++k) v += maps[(k * 3 + c) * S * S + i * S + j] * onehot[k];
-          st(h1 + o, relu(v));
-        }
+    conv_forward<1, 3, S, S>(xp, w1_image, b1, h1, false);
+    if (in_channels > 1) {
+      vf lane_map[3][3][3];  // each lane's class's map value, by channel and pixel class
+      for (int c = 0; c < 3; ++c)
+        for (int r = 0; r < 3; ++r)
+          for (int q = 0; q < 3; ++q)
+            for (int l = 0; l < L; ++l) {
+              const int b = n * L + l;
+              lane_map[c][r][q][l] = b < batch ? labelmap[((y[b] * 3 + c) * 3 + r) * 3 + q] : 0.0f;
+            }
+      for (int c = 0; c < 3; ++c)
+        for (int i = 0; i < S; ++i)
+          for (int j = 0; j < S; ++j) {
+            const long o = at<S, S>(c, i + 1, j + 1);
+            st(h1 + o, ld(h1 + o) + lane_map[c][pixel_class(i)][pixel_class(j)]);
+          }
+    }
+    for (int c = 0; c < 3; ++c)  // the ReLU
+      for (int i = 1; i <= S; ++i)
+        for (int j = 1; j <= S; ++j) st(h1 + at<S, S>(c, i, j), relu(ld(h1 + at<S, S>(c, i, j))));
     conv_forward<3, 1, S, S>(h1, w2, b2, h2, true);
     scatter_lanes<1, S, S>(h2, batch, n, h2_out);
   }
 }
 
-// Encoder backward, from dh2 (B, 784). Writes dmaps (10, 3, 28, 28), dw1, db1, dw2, db2.
-// partial: chunks x (23520 + 58) floats of per-chunk sums.
-void cvae_enc_backward(int batch, const float* dh2, const int64_t* y, const float* w2,
+// Encoder backward, from dh2 (B, 784). Writes dw1 (3, in_channels, 3, 3), db1, dw2, db2.
+// partial: chunks x (27 in_channels + 31) floats of per-chunk sums.
+void cvae_enc_backward(int batch, const float* dh2, const int64_t* y, int in_channels, const float* w2,
                        const float* saved, float* scratch, float* partial,
-                       float* dmaps, float* dw1, float* db1, float* dw2, float* db2, int threads) {
+                       float* dw1, float* db1, float* dw2, float* db2, int threads) {
   const int chunks = (batch + L - 1) / L;
-  constexpr long NM = K * 3 * S * S, NP = NM + ENC_W1 + 3 + ENC_W2 + 1;
+  const long NW1 = 27L * in_channels, NP = NW1 + 3 + ENC_W2 + 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int n = 0; n < chunks; ++n) {
     const float* xp = saved + n * cvae_enc_saved_floats();
@@ -410,18 +447,42 @@ void cvae_enc_backward(int batch, const float* dh2, const int64_t* y, const floa
       const long o = pad28(k);
       st(d2 + o, ld(h2 + o) > 0 ? ld(d2 + o) : 0);
     }
-    conv_weight_grad<3, 1, S, S>(d2, h1, part + NM + ENC_W1 + 3, part + NM + ENC_W1 + 3 + ENC_W2);
+    conv_weight_grad<3, 1, S, S>(d2, h1, part + NW1 + 3, part + NW1 + 3 + ENC_W2);
     conv_input_grad<3, 1, S, S>(d2, w2, h1, d1);
-    conv_weight_grad<1, 3, S, S>(d1, xp, part + NM, part + NM + ENC_W1);
-    for (int l = 0; l < L && n * L + l < batch; ++l) {  // each image's gradient goes to its class's map
-      float* m = part + y[n * L + l] * 3 * S * S;
-      for (int c = 0; c < 3; ++c)
-        for (int i = 0; i < S; ++i)
-          for (int j = 0; j < S; ++j) m[(c * S + i) * S + j] += d1[at<S, S>(c, i + 1, j + 1) + l];
+    float dw1_image[ENC_W1] = {};
+    conv_weight_grad<1, 3, S, S>(d1, xp, dw1_image, part + NW1);
+    for (int c = 0; c < 3; ++c)
+      for (int t = 0; t < 9; ++t) part[c * in_channels * 9 + t] = dw1_image[c * 9 + t];
+    if (in_channels == 1) continue;
+    // The label taps: tap (dy, dx) of class k's channel reached every pixel where it
+    // lands inside the image, so its gradient is the sum of d1 over those pixels:
+    // the whole map less the first or last row and column that it misses.
+    for (int c = 0; c < 3; ++c) {
+      vf total = {}, row[2] = {}, col[2] = {}, corner[2][2];
+      for (int i = 0; i < S; ++i)
+        for (int j = 0; j < S; ++j) {
+          const vf d = ld(d1 + at<S, S>(c, i + 1, j + 1));
+          total += d;
+          if (i == 0) row[0] += d;
+          if (i == S - 1) row[1] += d;
+          if (j == 0) col[0] += d;
+          if (j == S - 1) col[1] += d;
+        }
+      for (int a = 0; a < 2; ++a)
+        for (int b = 0; b < 2; ++b) corner[a][b] = ld(d1 + at<S, S>(c, a ? S : 1, b ? S : 1));
+      for (int dy = 0; dy < 3; ++dy)
+        for (int dx = 0; dx < 3; ++dx) {
+          vf tap = total;  // dy = 0 misses the first row, dy = 2 the last; the same for dx
+          if (dy != 1) tap -= row[dy / 2];
+          if (dx != 1) tap -= col[dx / 2];
+          if (dy != 1 && dx != 1) tap += corner[dy / 2][dx / 2];  // subtracted twice
+          for (int l = 0; l < L && n * L + l < batch; ++l)
+            part[(c * in_channels + 1 + y[n * L + l]) * 9 + dy * 3 + dx] += tap[l];
+        }
     }
   }
-  float* const outs[] = {dmaps, dw1, db1, dw2, db2, nullptr};
-  const long sizes[] = {NM, ENC_W1, 3, ENC_W2, 1};
+  float* const outs[] = {dw1, db1, dw2, db2, nullptr};
+  const long sizes[] = {NW1, 3, ENC_W2, 1};
   sum_chunks(partial, chunks, NP, outs, sizes, threads);
 }
 

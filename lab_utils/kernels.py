@@ -21,8 +21,9 @@ reparameterization and the KL term.
 The two stacks, as ``torch.autograd.Function``\\ s (forward and backward by hand):
 
 * :func:`encoder_convs`: image (B, 1, 28, 28) and label -> conv 1->3 plus the
-  label's bias map (``fast.label_bias_maps``), ReLU -> conv 3->1, ReLU ->
-  (B, 784), the input of the encoder's ``Linear(784, 400)``.
+  label's bias map (``fast.label_bias_maps`` derives it; here it is 9 numbers per
+  class and channel: inside, the four border rows and columns, the four corners),
+  ReLU -> conv 3->1, ReLU -> (B, 784), the input of the encoder's ``Linear(784, 400)``.
 * :func:`decoder_bce`: the decoder's (B, 392) start maps (after its Linear and
   ReLU) -> conv 2->11, ReLU -> 2x upsampling -> conv 11->3, ReLU -> conv 3->1 ->
   sigmoid -> binary cross-entropy against the image, summed per image: (B,),
@@ -111,8 +112,8 @@ def build(compiler: str, path: Path) -> None:
 
 _VOID, _INT = ctypes.c_void_p, ctypes.c_int
 _SIGNATURES = {
-    "cvae_enc_forward": [_INT] + [_VOID] * 9 + [_INT],
-    "cvae_enc_backward": [_INT] + [_VOID] * 11 + [_INT],
+    "cvae_enc_forward": [_INT, _VOID, _VOID, _INT] + [_VOID] * 6 + [_INT],
+    "cvae_enc_backward": [_INT, _VOID, _VOID, _INT] + [_VOID] * 8 + [_INT],
     "cvae_dec_forward": [_INT] + [_VOID] * 11 + [_INT],
     "cvae_dec_backward": [_INT] + [_VOID] * 15 + [_INT],
 }
@@ -194,14 +195,14 @@ def _chunks(batch: int) -> int:
 
 class _EncoderConvs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y, maps, w1, b1, w2, b2):
+    def forward(ctx, x, y, w1, b1, w2, b2):
         lib = load()
-        batch = x.shape[0]
+        batch, in_channels = x.shape[0], w1.shape[1]
         saved = torch.empty(_chunks(batch) * lib.cvae_enc_saved_floats())
         h2 = torch.empty(batch, 28 * 28)
-        lib.cvae_enc_forward(batch, _p(x), _p(y), _p(maps), _p(w1), _p(b1), _p(w2), _p(b2),
+        lib.cvae_enc_forward(batch, _p(x), _p(y), in_channels, _p(w1), _p(b1), _p(w2), _p(b2),
                              _p(saved), _p(h2), torch.get_num_threads())
-        ctx.saved = saved
+        ctx.saved, ctx.in_channels = saved, in_channels
         ctx.save_for_backward(y, w2)
         return h2
 
@@ -211,15 +212,13 @@ class _EncoderConvs(torch.autograd.Function):
         lib = load()
         y, w2 = ctx.saved_tensors
         dh2 = dh2.contiguous()  # kept in a name: a temporary's memory is freed before the call
-        batch, chunks = y.shape[0], _chunks(y.shape[0])
+        batch, chunks, c_in = y.shape[0], _chunks(y.shape[0]), ctx.in_channels
         scratch = torch.empty(chunks * lib.cvae_enc_scratch_floats())
-        partial = torch.empty(chunks * (10 * 3 * 784 + 58))
-        dmaps = torch.empty(10, 3, 28, 28)
-        dw1, db1, dw2, db2 = torch.empty(3, 1, 3, 3), torch.empty(3), torch.empty(1, 3, 3, 3), torch.empty(1)
-        lib.cvae_enc_backward(batch, _p(dh2), _p(y), _p(w2), _p(ctx.saved), _p(scratch),
-                              _p(partial), _p(dmaps), _p(dw1), _p(db1), _p(dw2), _p(db2),
-                              torch.get_num_threads())
-        return None, None, dmaps, dw1, db1, dw2, db2
+        partial = torch.empty(chunks * (27 * c_in + 31))
+        dw1, db1, dw2, db2 = torch.empty(3, c_in, 3, 3), torch.empty(3), torch.empty(1, 3, 3, 3), torch.empty(1)
+        lib.cvae_enc_backward(batch, _p(dh2), _p(y), c_in, _p(w2), _p(ctx.saved), _p(scratch),
+                              _p(partial), _p(dw1), _p(db1), _p(dw2), _p(db2), torch.get_num_threads())
+        return None, None, dw1, db1, dw2, db2
 
 
 class _DecoderBCE(torch.autograd.Function):
@@ -257,23 +256,21 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def encoder_convs(x: torch.Tensor, y: torch.Tensor | None, maps: torch.Tensor | None,
-                  conv1_image_weight: torch.Tensor, conv1_bias: torch.Tensor,
-                  conv2_weight: torch.Tensor, conv2_bias: torch.Tensor) -> torch.Tensor:
-    """The encoder's convolutions: (B, 1, 28, 28) images -> (B, 784) features.
+def encoder_convs(x: torch.Tensor, y: torch.Tensor | None, conv1: torch.nn.Conv2d,
+                  conv2: torch.nn.Conv2d) -> torch.Tensor:
+    """The encoder's convolutions: (B, 1, 28, 28) images and (B,) labels -> (B, 784) features.
 
-    ``maps`` (10, 3, 28, 28) is what the first convolution makes of each class's
-    label channels (``fast.label_bias_maps``), added per image by its label
-    ``y``; None for a model without labels. ``conv1_image_weight`` (3, 1, 3, 3)
-    is the first convolution's kernel for the image channel.
+    ``conv1`` sees the image and, in the CVAE, the ten one-hot label maps
+    (11 input channels); the kernel adds their contribution as each class's
+    bias map (``fast.label_bias_maps`` derives it) instead of convolving ten
+    constant channels. For a model without labels (1 input channel) ``y`` is None.
     """
     batch = x.shape[0]
-    if maps is None:  # no labels: every image adds a zero map
-        maps = x.new_zeros(10, 3, 28, 28)
+    if y is None:
         y = torch.zeros(batch, dtype=torch.int64)
-    return _EncoderConvs.apply(_f32(x.reshape(batch, 784)), y.to(torch.int64).contiguous(), _f32(maps),
-                               _f32(conv1_image_weight), _f32(conv1_bias), _f32(conv2_weight),
-                               _f32(conv2_bias))
+    return _EncoderConvs.apply(_f32(x.reshape(batch, 784)), y.to(torch.int64).contiguous(),
+                               _f32(conv1.weight), _f32(conv1.bias), _f32(conv2.weight),
+                               _f32(conv2.bias))
 
 
 def decoder_bce(h0: torch.Tensor, x: torch.Tensor, convs: list[torch.nn.Conv2d]) -> torch.Tensor:
