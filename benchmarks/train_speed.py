@@ -10,7 +10,12 @@ Part 1, one epoch each, the same initial weights, batch 128, Adam, lr 1e-3:
     DataLoader(batch_size=128, shuffle=True), the plain forward pass model(x, y),
     loss.item() every step (as vae/main.py does);
   * lab_utils.train --plain: in-memory tensor batches, channels_last, model(x, y);
-  * lab_utils.train: in-memory batches and lab_utils.fast (the same loss).
+  * lab_utils.train, PyTorch route: in-memory batches and lab_utils.fast's
+    PyTorch route (the same loss; what runs where the kernels cannot be built,
+    or with CVAE_LAB_KERNELS=0);
+  * lab_utils.train (default): in-memory batches and lab_utils.fast through the
+    compiled kernels of lab_utils.kernels (the same loss).
+Both fast routes update with PyTorch's fused Adam (the same update rule).
 The ways alternate, R times each, and medians are reported, so a burst of load
 on the machine hits them alike. Ratios are what to read: timings on a shared
 machine are noisy.
@@ -38,6 +43,7 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 
+from lab_utils import kernels
 from lab_utils.data import data_root, load_mnist
 from lab_utils.losses import loss_function
 from lab_utils.model import CVAE
@@ -82,9 +88,17 @@ def epoch_pytorch_examples(model: CVAE, train_size: int | None, device: torch.de
     return time.perf_counter() - start
 
 
-def epoch_lab_utils(model: CVAE, x: torch.Tensor, y: torch.Tensor, fast: bool) -> float:
-    """One epoch of lab_utils.train, fast route or plain (the loop's own timing)."""
-    history = train(model, x, y, TrainConfig(epochs=1, fast=fast), progress=False, verbose=False)
+def epoch_lab_utils(model: CVAE, x: torch.Tensor, y: torch.Tensor, fast: bool,
+                    compiled: bool = True) -> float:
+    """One epoch of lab_utils.train, fast route (with or without the compiled
+    kernels) or plain (the loop's own timing)."""
+    os.environ["CVAE_LAB_KERNELS"] = "1" if compiled else "0"
+    kernels._reset()
+    try:
+        history = train(model, x, y, TrainConfig(epochs=1, fast=fast), progress=False, verbose=False)
+    finally:
+        del os.environ["CVAE_LAB_KERNELS"]
+        kernels._reset()
     return history.epoch_seconds[0]
 
 
@@ -123,23 +137,29 @@ def main(argv=None) -> int:
     initial = CVAE("lab").to(device)
     print(f"lab CVAE, one epoch of {x.shape[0]:,} images, batch 128, on {describe(device)}, "
           f"torch {torch.__version__}")
+    compiled = device.type == "cpu" and kernels.load() is not None
+    print("compiled kernels: " + ("loaded" if compiled else
+                                  "not used on " + device.type if device.type != "cpu" else
+                                  f"not available ({kernels.why_not()})"))
     ways = {"pytorch/examples (DataLoader + ToTensor)": [], "lab_utils.train --plain": [],
-            "lab_utils.train (fast)": []}
+            "lab_utils.train, PyTorch route": [], "lab_utils.train (default)": []}
     for r in range(args.repeats):
         t_dl = epoch_pytorch_examples(copy.deepcopy(initial), args.train_size, device)
         t_plain = epoch_lab_utils(copy.deepcopy(initial), x, y, fast=False)
+        t_torch = epoch_lab_utils(copy.deepcopy(initial), x, y, fast=True, compiled=False)
         t_fast = epoch_lab_utils(copy.deepcopy(initial), x, y, fast=True)
-        for name, t in zip(ways, (t_dl, t_plain, t_fast)):
+        for name, t in zip(ways, (t_dl, t_plain, t_torch, t_fast)):
             ways[name].append(t)
         print(f"  repeat {r + 1}: DataLoader {t_dl:6.2f} s   --plain {t_plain:6.2f} s   "
-              f"fast {t_fast:6.2f} s")
+              f"PyTorch route {t_torch:6.2f} s   default {t_fast:6.2f} s")
     med = {k: statistics.median(v) for k, v in ways.items()}
     for k, v in med.items():
         print(f"{k:42s} median {v:6.2f} s per epoch")
-    dl, plain, quick = med.values()
-    print(f"lab_utils.train / DataLoader        = {quick / dl:.2f} ({dl / quick:.2f}x faster)")
-    print(f"lab_utils.train --plain / DataLoader = {plain / dl:.2f}")
-    print(f"lab_utils.train / --plain            = {quick / plain:.2f}")
+    dl, plain, torch_route, quick = med.values()
+    print(f"lab_utils.train / DataLoader                = {quick / dl:.2f} ({dl / quick:.2f}x faster)")
+    print(f"lab_utils.train, PyTorch route / DataLoader = {torch_route / dl:.2f}")
+    print(f"lab_utils.train --plain / DataLoader         = {plain / dl:.2f}")
+    print(f"lab_utils.train / --plain                    = {quick / plain:.2f}")
 
     if args.process_epochs:
         env = {**os.environ, "PYTHONPATH": ""}

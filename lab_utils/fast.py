@@ -29,6 +29,15 @@ to float tolerance (``tests/test_fast.py``, on real batches). The model, its
 weights and its checkpoints are unchanged: this module only reads its layers.
 Models of another shape (the wide model's strided convolutions) use the plain
 forward pass: :func:`supports` says which.
+
+On a CPU, for the lab shape, :func:`loss_terms` goes one step further when
+``lab_utils.kernels`` builds (a C++ compiler is all it needs):
+:func:`compiled_loss_terms` runs both convolution stacks as compiled kernels
+that put 16 images in a vector register's lanes and fuse the ReLUs, the label
+bias map (identity 1), the folded upsampling (identity 3), the sigmoid and the
+BCE into the convolution loops; identity 2 is not needed there. The Linear
+layers stay in PyTorch. Where the kernels cannot be had (no compiler, a GPU,
+float64, ``CVAE_LAB_KERNELS=0``) the PyTorch route above runs.
 Taught in ``05_training.ipynb``.
 """
 from __future__ import annotations

@@ -4,9 +4,11 @@
 
 Mini-batches are sliced from in-memory tensors (no ``DataLoader``), and the
 loss is computed by ``lab_utils.fast``: the same function of the weights as the
-plain model's forward pass up to float32 rounding (``tests/test_fast.py``),
-arranged so that a CPU runs it faster (``benchmarks/train_speed.py``;
-``--plain`` runs the plain forward pass). ``train(..., step=fn)`` trains with
+plain model's forward pass up to float32 rounding (``tests/test_fast.py``,
+``tests/test_kernels.py``), arranged so that a CPU runs it faster (through the
+compiled kernels of ``lab_utils.kernels`` where they build; see
+``benchmarks/train_speed.py``), and updated by fused Adam; ``--plain`` runs the
+plain forward pass and the plain Adam. ``train(..., step=fn)`` trains with
 your own step function instead (the plain route; notebook 05's exercise).
 The first ``warmup_steps`` batches ramp the learning rate up from near 0:
 without it, the first Adam steps can shut a digit out of the narrow encoder
