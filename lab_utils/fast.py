@@ -214,13 +214,17 @@ def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None, *,
     BCE is a sum over pixels, so it is taken between phase maps (the same pixels
     in another order). No input checks here: ``train`` checks the whole data set
     once, before the first step, instead of every batch (on a GPU each check is
-    a host sync). Falls back to the plain forward pass where :func:`supports` is False.
+    a host sync). Falls back to the plain forward pass where :func:`supports` is
+    False, and on a GPU: there each small operation costs a kernel launch, and
+    the phase route's extra small operations cost more than they save (an epoch
+    of the lab model on an H200 took 3.7 s on the phase route against 2.4 s
+    plain, ``benchmarks/results/train_speed_cuda.txt``).
     """
     if compiled is None:
         compiled = uses_kernels(model, x)
     if compiled:
         return compiled_loss_terms(model, x, y)
-    if not supports(model.config):
+    if not supports(model.config) or x.device.type != "cpu":
         mu, logvar = model.encoder(x, y)
         z = model.reparameterize(mu, logvar)
         return bce(model.decoder(z, y), x), kl_divergence(mu, logvar)

@@ -81,6 +81,11 @@ def _cpu_signature() -> str:
         return platform.processor() or platform.machine()
 
 
+def compiler() -> str:
+    """The C++ compiler the kernels are built with: ``$CXX``, else ``g++``."""
+    return os.environ.get("CXX") or "g++"
+
+
 def library_path(compiler: str) -> Path:
     """The cached library's path: a hash of the source, compiler, flags and CPU."""
     key = hashlib.sha256()
@@ -138,19 +143,19 @@ def load() -> ctypes.CDLL | None:
         if "lib" in _state:
             return _state["lib"]
         lib, why = None, ""
-        compiler = os.environ.get("CXX") or "g++"
+        cxx = compiler()
         if os.environ.get("CVAE_LAB_KERNELS", "1") == "0":
             why = "switched off by CVAE_LAB_KERNELS=0"
         elif platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):
             why = f"kernels.cpp targets x86-64 and ARM64 CPUs, not {platform.machine()}"
-        elif shutil.which(compiler) is None:
-            why = (f"no C++ compiler: '{compiler}' is not on PATH (install g++, e.g. "
+        elif shutil.which(cxx) is None:
+            why = (f"no C++ compiler: '{cxx}' is not on PATH (install g++, e.g. "
                    f"`apt install g++`, or point $CXX at one)")
         else:
             try:
-                path = library_path(compiler)
+                path = library_path(cxx)
                 if not path.exists():
-                    build(compiler, path)
+                    build(cxx, path)
                 lib = _open(path)
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 why = f"could not build or load the kernels: {e}"
