@@ -63,6 +63,12 @@ def test_shipped_weights_are_package_data():
     assert (ROOT / "lab_utils" / "pretrained" / "lab.pt").is_file()
 
 
+def test_the_kernels_source_is_package_data():
+    # lab_utils.kernels compiles kernels.cpp on first use: an installed wheel needs the file
+    assert "kernels.cpp" in pyproject()["tool"]["setuptools"]["package-data"]["lab_utils"]
+    assert (ROOT / "lab_utils" / "kernels.cpp").is_file()
+
+
 def test_the_drawing_pads_front_end_is_package_data():
     # the pad's JavaScript and CSS are files (reused by the static site), not strings
     assert "static/*" in pyproject()["tool"]["setuptools"]["package-data"]["lab_utils"]
