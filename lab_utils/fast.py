@@ -33,11 +33,12 @@ forward pass: :func:`supports` says which.
 On a CPU, for the lab shape, :func:`loss_terms` goes one step further when
 ``lab_utils.kernels`` builds (a C++ compiler is all it needs):
 :func:`compiled_loss_terms` runs both convolution stacks as compiled kernels
-that put 16 images in a vector register's lanes and fuse the ReLUs, the label
-bias map (identity 1), the folded upsampling (identity 3), the sigmoid and the
-BCE into the convolution loops; identity 2 is not needed there. The Linear
-layers stay in PyTorch. Where the kernels cannot be had (no compiler, a GPU,
-float64, ``CVAE_LAB_KERNELS=0``) the PyTorch route above runs.
+that put 16 images in a vector register's lanes and apply the label bias map
+(identity 1), the ReLUs, the folded upsampling (identity 3), the sigmoid and the
+BCE in the same pass over each group of 16 images; identity 2 is not needed
+there. The Linear layers stay in PyTorch. Where the kernels cannot be had (no
+compiler, a failed build, float64, ``CVAE_LAB_KERNELS=0``) the PyTorch route
+above runs; on a GPU, the plain forward pass.
 Taught in ``05_training.ipynb``.
 """
 from __future__ import annotations
@@ -185,7 +186,7 @@ def compiled_loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`loss_terms` through ``lab_utils.kernels``: the convolution stacks
     (with the label's bias map, the ReLUs, the upsampling, the sigmoid and the
-    BCE fused in) run as compiled kernels, the Linear layers in PyTorch."""
+    BCE in the same pass) run as compiled kernels, the Linear layers in PyTorch."""
     enc, dec, cfg = model.encoder, model.decoder, model.config
     first, second = [m for m in enc.conv if isinstance(m, nn.Conv2d)]
     h = kernels.encoder_convs(x, y if cfg.conditional else None, first, second)  # (B, 1, 28, 28) -> (B, 784)
@@ -215,10 +216,10 @@ def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None, *,
     in another order). No input checks here: ``train`` checks the whole data set
     once, before the first step, instead of every batch (on a GPU each check is
     a host sync). Falls back to the plain forward pass where :func:`supports` is
-    False, and on a GPU: there each small operation costs a kernel launch, and
-    the phase route's extra small operations cost more than they save (an epoch
-    of the lab model on an H200 took 3.7 s on the phase route against 2.4 s
-    plain, ``benchmarks/results/train_speed_cuda.txt``).
+    False, and on a GPU, where the phase route was slower (an epoch of the lab
+    model on an H200 took 3.7 s on it against 2.4 s plain,
+    ``benchmarks/results/train_speed_cuda.txt``; not profiled, presumably the
+    launches of its extra small operations).
     """
     if compiled is None:
         compiled = uses_kernels(model, x)

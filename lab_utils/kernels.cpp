@@ -53,7 +53,7 @@ template <int C, int H, int W> void zero_border(float* buf) {
 
 // How many neighbouring pixels of a row one pass computes: a multiply-add waits
 // about 4 cycles for the one before it on the same accumulator, so a pass keeps
-// 8 to 16 independent accumulators (channels x pixels) in flight.
+// 7 to 16 independent accumulators (channels x pixels) in flight.
 constexpr int block(int channels, int width) {
   return channels >= 8 ? 1 : (channels <= 2 && width % 7 == 0) ? 7 : (width % 4 == 0) ? 4 : (width % 2 == 0) ? 2 : 1;
 }
@@ -132,8 +132,9 @@ void conv_weight_grad(const float* dout, const float* in, float* dw, float* db) 
 // upsampled rows 2p + a - 1 .. 2p + a + 1, which are only two rows of the small
 // map: p - 1 and p for a = 0 (taps dy = 0 | 1, 2), p and p + 1 for a = 1 (taps
 // 0, 1 | 2); the same for columns. So each phase is a 2x2 convolution of the
-// small map whose taps are sums of the 3x3 taps ("folded"): 16 multiply-adds
-// per output pixel and channel instead of 36 over the upsampled map's 4 pixels.
+// small map whose taps are sums of the 3x3 taps ("folded"): 4 multiply-adds per
+// output pixel and input channel instead of 9 (16 instead of 36 for the 4 output
+// pixels of one small pixel).
 // FOLD[a][u]: the taps dy that land on small row p + a + u - 1, as bits.
 constexpr int FOLD[2][2] = {{0b001, 0b110}, {0b011, 0b100}};
 

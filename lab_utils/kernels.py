@@ -11,10 +11,10 @@ of a 16-float vector register is idle, and each of the step's dozen small
 convolutions, ReLUs, reshapes and their backward passes reads and writes its
 whole activation tensor through memory. ``kernels.cpp`` instead vectorises along
 the *batch* (16 images side by side, one per vector lane, so every
-multiply-add does useful work whatever the channel count), keeps a chunk of 16
-images in the CPU's cache from the first convolution to the last, and fuses
-the ReLUs, the label's bias map, the upsampling, the sigmoid and the binary
-cross-entropy into the convolutions' loops. What stays in PyTorch: the Linear
+multiply-add does useful work whatever the channel count) and takes a chunk of
+16 images through a whole stack while it is in the CPU's cache, applying the
+label's bias map, the ReLUs, the folded upsampling, the sigmoid and the binary
+cross-entropy in the same pass. What stays in PyTorch: the Linear
 layers (large matrix products, which PyTorch already runs well), the
 reparameterization and the KL term.
 
@@ -30,10 +30,9 @@ The two stacks, as ``torch.autograd.Function``\\ s (forward and backward by hand
   ``losses.bce`` of the decoded image.
 
 The source is compiled on first use with the system's C++ compiler (``g++``, or
-``$CXX``): about 2 s, once per machine; the library is cached under
-``~/.cache/cvae_lab`` (``$CVAE_LAB_CACHE`` to move it), written atomically, and
-named by a hash of the source, the flags and the CPU, so an edit or another
-machine builds its own. Without a compiler (or with ``CVAE_LAB_KERNELS=0``)
+``$CXX``), which takes a few seconds; the library is cached (:func:`cache_dir`),
+written atomically, and named by a hash of the source, the compiler, the flags,
+the CPU and the PyTorch version, so a change of any of them builds its own. Without a compiler (or with ``CVAE_LAB_KERNELS=0``)
 :func:`load` returns None, :func:`why_not` says why, and training takes the
 PyTorch route at its old speed. Taught in ``05_training.ipynb``.
 """
@@ -63,7 +62,8 @@ _state: dict = {}  # "lib": the loaded library or None, "why": the reason it is 
 
 
 def cache_dir() -> Path:
-    """Where the compiled library is kept: ``$CVAE_LAB_CACHE``, else ``~/.cache/cvae_lab``."""
+    """Where the compiled library is kept: ``$CVAE_LAB_CACHE``, else
+    ``$XDG_CACHE_HOME/cvae_lab``, else ``~/.cache/cvae_lab``."""
     if os.environ.get("CVAE_LAB_CACHE"):
         return Path(os.environ["CVAE_LAB_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
