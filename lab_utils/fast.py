@@ -201,8 +201,11 @@ def compiled_loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None
 
 
 def uses_kernels(model: CVAE, x: torch.Tensor) -> bool:
-    """Whether :func:`loss_terms` takes the compiled kernels for this model and batch."""
-    return kernels.supports(model.config) and kernels.usable(x)
+    """Whether :func:`loss_terms` takes the compiled kernels for this model and batch:
+    the lab shape, float32 weights and batch on the CPU, and the kernels loaded."""
+    w = next(model.parameters())
+    return (kernels.supports(model.config) and w.dtype == torch.float32
+            and w.device.type == "cpu" and kernels.usable(x))
 
 
 def loss_terms(model: CVAE, x: torch.Tensor, y: torch.Tensor | None, *,

@@ -328,7 +328,8 @@ inline vf log_clamped(vf x) {
   vf y = p * m * z + fe * -2.12194440e-4f - 0.5f * z;
   y = m + y + fe * 0.693359375f;
   y = x == 0 ? -100.0f : y;
-  return y < -100.0f ? -100.0f : y;
+  y = y < -100.0f ? -100.0f : y;
+  return x != x ? x : y;  // NaN stays NaN (a model whose weights went NaN must not look finite)
 }
 
 // ---- the lab model's two convolution stacks ----

@@ -42,6 +42,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -82,33 +83,40 @@ def _cpu_signature() -> str:
 
 
 def compiler() -> str:
-    """The C++ compiler the kernels are built with: ``$CXX``, else ``g++``."""
+    """The C++ compiler the kernels are built with: ``$CXX``, else ``g++``
+    (``$CXX`` may carry arguments, e.g. ``ccache g++``)."""
     return os.environ.get("CXX") or "g++"
 
 
-def library_path(compiler: str) -> Path:
-    """The cached library's path: a hash of the source, compiler, flags and CPU."""
+def library_path(compiler: str, source: bytes | None = None) -> Path:
+    """The cached library's path: a hash of the source, compiler, flags, CPU and PyTorch."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(),
+    source = SOURCE.read_bytes() if source is None else source
+    for part in (source, compiler.encode(), " ".join(FLAGS).encode(),
                  _cpu_signature().encode(), torch.__version__.encode()):
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
 
 
-def build(compiler: str, path: Path) -> None:
-    """Compile ``kernels.cpp`` into ``path``: into a temporary file beside it, then
+def build(compiler: str, path: Path, source: bytes | None = None) -> None:
+    """Compile ``source`` (``kernels.cpp``'s bytes, the ones its name was hashed
+    from) into ``path``: into a temporary file beside it, flushed to disk, then
     renamed over it, so a reader never sees half a library (two processes that
     build at once both end with a whole one)."""
+    source = SOURCE.read_bytes() if source is None else source
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE)],
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run([*shlex.split(compiler), *FLAGS, "-x", "c++", "-o", tmp, "-"],
+                              input=source, capture_output=True, timeout=300)
         if done.returncode != 0:
-            raise RuntimeError(f"{compiler} failed on {SOURCE.name}:\n{done.stderr.strip()[-2000:]}")
+            err = done.stderr.decode(errors="replace").strip()[-2000:]
+            raise RuntimeError(f"{compiler} failed on {SOURCE.name}:\n{err}")
         os.chmod(tmp, 0o755)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -148,16 +156,22 @@ def load() -> ctypes.CDLL | None:
             why = "switched off by CVAE_LAB_KERNELS=0"
         elif platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):
             why = f"kernels.cpp targets x86-64 and ARM64 CPUs, not {platform.machine()}"
-        elif shutil.which(cxx) is None:
+        elif not shlex.split(cxx) or shutil.which(shlex.split(cxx)[0]) is None:
             why = (f"no C++ compiler: '{cxx}' is not on PATH (install g++, e.g. "
                    f"`apt install g++`, or point $CXX at one)")
         else:
             try:
-                path = library_path(cxx)
+                source = SOURCE.read_bytes()
+                path = library_path(cxx, source)
                 if not path.exists():
-                    build(cxx, path)
-                lib = _open(path)
-            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                    build(cxx, path, source)
+                try:
+                    lib = _open(path)
+                except (OSError, AttributeError):  # a damaged cached file: build it again, once
+                    path.unlink(missing_ok=True)
+                    build(cxx, path, source)
+                    lib = _open(path)
+            except (OSError, AttributeError, RuntimeError, subprocess.SubprocessError) as e:
                 why = f"could not build or load the kernels: {e}"
         _state.update(lib=lib, why=why)
         return lib
@@ -194,6 +208,11 @@ def _p(t: torch.Tensor) -> int:
     return t.data_ptr()
 
 
+def _empty(*shape: int) -> torch.Tensor:
+    """A float32 buffer for the C code, whatever torch's default dtype."""
+    return torch.empty(*shape, dtype=torch.float32)
+
+
 def _chunks(batch: int) -> int:
     return -(-batch // LANES)
 
@@ -203,8 +222,8 @@ class _EncoderConvs(torch.autograd.Function):
     def forward(ctx, x, y, w1, b1, w2, b2):
         lib = load()
         batch, in_channels = x.shape[0], w1.shape[1]
-        saved = torch.empty(_chunks(batch) * lib.cvae_enc_saved_floats())
-        h2 = torch.empty(batch, 28 * 28)
+        saved = _empty(_chunks(batch) * lib.cvae_enc_saved_floats())
+        h2 = _empty(batch, 28 * 28)
         lib.cvae_enc_forward(batch, _p(x), _p(y), in_channels, _p(w1), _p(b1), _p(w2), _p(b2),
                              _p(saved), _p(h2), torch.get_num_threads())
         ctx.saved, ctx.in_channels = saved, in_channels
@@ -218,9 +237,9 @@ class _EncoderConvs(torch.autograd.Function):
         y, w2 = ctx.saved_tensors
         dh2 = dh2.contiguous()  # kept in a name: a temporary's memory is freed before the call
         batch, chunks, c_in = y.shape[0], _chunks(y.shape[0]), ctx.in_channels
-        scratch = torch.empty(chunks * lib.cvae_enc_scratch_floats())
-        partial = torch.empty(chunks * (27 * c_in + 31))
-        dw1, db1, dw2, db2 = torch.empty(3, c_in, 3, 3), torch.empty(3), torch.empty(1, 3, 3, 3), torch.empty(1)
+        scratch = _empty(chunks * lib.cvae_enc_scratch_floats())
+        partial = _empty(chunks * (27 * c_in + 31))
+        dw1, db1, dw2, db2 = _empty(3, c_in, 3, 3), _empty(3), _empty(1, 3, 3, 3), _empty(1)
         lib.cvae_enc_backward(batch, _p(dh2), _p(y), c_in, _p(w2), _p(ctx.saved), _p(scratch),
                               _p(partial), _p(dw1), _p(db1), _p(dw2), _p(db2), torch.get_num_threads())
         return None, None, dw1, db1, dw2, db2
@@ -231,9 +250,9 @@ class _DecoderBCE(torch.autograd.Function):
     def forward(ctx, h0, x, wa, ba, wb, bb, wc, bc):
         lib = load()
         batch, chunks = h0.shape[0], _chunks(h0.shape[0])
-        saved = torch.empty(chunks * lib.cvae_dec_saved_floats())
-        scratch = torch.empty(chunks * lib.cvae_dec_scratch_floats())
-        out = torch.empty(batch)
+        saved = _empty(chunks * lib.cvae_dec_saved_floats())
+        scratch = _empty(chunks * lib.cvae_dec_scratch_floats())
+        out = _empty(batch)
         lib.cvae_dec_forward(batch, _p(h0), _p(x), _p(wa), _p(ba), _p(wb), _p(bb), _p(wc), _p(bc),
                              _p(saved), _p(scratch), _p(out), torch.get_num_threads())
         ctx.saved, ctx.scratch = saved, scratch
@@ -247,10 +266,10 @@ class _DecoderBCE(torch.autograd.Function):
         x, wa, wb, wc = ctx.saved_tensors
         dout = dout.contiguous()  # (B,); a sum's gradient arrives expanded (stride 0)
         batch, chunks = x.shape[0], _chunks(x.shape[0])
-        partial = torch.empty(chunks * (198 + 11 + 297 + 3 + 27 + 1))
-        dh0 = torch.empty(batch, 392)
-        grads = [torch.empty(11, 2, 3, 3), torch.empty(11), torch.empty(3, 11, 3, 3), torch.empty(3),
-                 torch.empty(1, 3, 3, 3), torch.empty(1)]
+        partial = _empty(chunks * (198 + 11 + 297 + 3 + 27 + 1))
+        dh0 = _empty(batch, 392)
+        grads = [_empty(11, 2, 3, 3), _empty(11), _empty(3, 11, 3, 3), _empty(3),
+                 _empty(1, 3, 3, 3), _empty(1)]
         lib.cvae_dec_backward(batch, _p(dout), _p(x), _p(wa), _p(wb), _p(wc),
                               _p(ctx.saved), _p(ctx.scratch), _p(partial), _p(dh0),
                               *[_p(g) for g in grads], torch.get_num_threads())
@@ -258,6 +277,11 @@ class _DecoderBCE(torch.autograd.Function):
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as the kernels read it: contiguous float32 on the CPU (anything else is refused:
+    the C code would read its bytes as float32)."""
+    if t.dtype != torch.float32 or t.device.type != "cpu":
+        raise TypeError(f"lab_utils.kernels takes float32 tensors on the CPU, got {t.dtype} on "
+                        f"{t.device}: use lab_utils.fast.loss_terms, which picks a route that fits")
     return t.contiguous()
 
 
@@ -271,8 +295,17 @@ def encoder_convs(x: torch.Tensor, y: torch.Tensor | None, conv1: torch.nn.Conv2
     constant channels. For a model without labels (1 input channel) ``y`` is None.
     """
     batch = x.shape[0]
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"images must be (B, 1, 28, 28), got {tuple(x.shape)}")
     if y is None:
+        if conv1.weight.shape[1] != 1:
+            raise ValueError(f"a first convolution with {conv1.weight.shape[1]} input channels needs labels y")
         y = torch.zeros(batch, dtype=torch.int64)
+    elif conv1.weight.shape[1] != 11:
+        raise ValueError(f"kernels.cpp takes 1 (no labels) or 11 input channels, got {conv1.weight.shape[1]}")
+    elif tuple(y.shape) != (batch,) or (batch and not (0 <= int(y.min()) and int(y.max()) < 10)):
+        raise ValueError(f"labels must be ({batch},) class indices in 0..9, got shape {tuple(y.shape)}"
+                         + (f", values {int(y.min())}..{int(y.max())}" if y.numel() else ""))
     return _EncoderConvs.apply(_f32(x.reshape(batch, 784)), y.to(torch.int64).contiguous(),
                                _f32(conv1.weight), _f32(conv1.bias), _f32(conv2.weight),
                                _f32(conv2.bias))
@@ -282,5 +315,8 @@ def decoder_bce(h0: torch.Tensor, x: torch.Tensor, convs: list[torch.nn.Conv2d])
     """The decoder's convolutions and its reconstruction term: the (B, 392) start maps
     and the (B, 1, 28, 28) images -> (B,), ``losses.bce(decoder output, x)``."""
     batch = x.shape[0]
+    if tuple(h0.shape) != (batch, 392) or tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"decoder_bce takes (B, 392) start maps and (B, 1, 28, 28) images, got "
+                         f"{tuple(h0.shape)} and {tuple(x.shape)}")
     args = [_f32(t) for conv in convs for t in (conv.weight, conv.bias)]
     return _DecoderBCE.apply(_f32(h0), _f32(x.reshape(batch, 784)), *args)

@@ -42,3 +42,29 @@ def lab_model():
     from lab_utils.model import CVAE
 
     return CVAE("lab")
+
+
+def _float64_reference(model, x, y, seed):
+    """The plain model's loss terms and gradients computed in float64 from a float32
+    model, with the noise draw the float32 routes make (float32 eps after
+    ``torch.manual_seed(seed)``): what every float32 route should approximate. Sums of
+    ~100,000 float32 terms (a bias gradient) can be off in their 4th digit on either
+    route, so comparing two float32 routes with each other tests rounding, not the route."""
+    import copy
+
+    from lab_utils.losses import bce, kl_divergence
+
+    m = copy.deepcopy(model).double()
+    torch.manual_seed(seed)
+    eps = torch.randn(x.shape[0], m.config.latent_dim)  # the draw reparameterize makes (float32)
+    mu, logvar = m.encoder(x.double(), y)  # (B, D), (B, D)
+    z = mu + torch.exp(0.5 * logvar) * eps.double()  # as CVAE.reparameterize computes it
+    rec, kl = bce(m.decoder(z, y), x.double()), kl_divergence(mu, logvar)  # (B,), (B,)
+    (rec.sum() + kl.sum()).backward()
+    return rec.detach(), kl.detach(), {k: p.grad for k, p in m.named_parameters()}
+
+
+@pytest.fixture(scope="session")
+def float64_reference():
+    """``f(model, x, y, seed) -> (rec, kl, grads)``: see :func:`_float64_reference`."""
+    return _float64_reference

@@ -89,7 +89,9 @@ def _shipped_or_skip():
 
 
 @pytest.mark.parametrize("which", ["untrained", "label-neutral start", "shipped"])
-def test_loss_and_gradients_agree_in_float32_on_real_batches(which, mnist_test):
+def test_loss_and_gradients_agree_in_float32_on_real_batches(which, mnist_test, float64_reference):
+    """The PyTorch route in float32 against the plain model in float64 (the float32 plain
+    model itself drifts in the 4th digit of a bias gradient, a sum of 100,000 terms)."""
     x, y = mnist_test
     x, y = x[1000:1128], y[1000:1128]  # one real training-size batch
     torch.manual_seed(4)
@@ -100,12 +102,18 @@ def test_loss_and_gradients_agree_in_float32_on_real_batches(which, mnist_test):
         if which == "label-neutral start":
             initialise(model, "label-neutral")
     model.train()
-    plain, g_plain = loss_and_grads(plain_loss, model, x, y)
-    quick, g_fast = loss_and_grads(fast_loss, model, x, y)
-    assert abs(quick.item() - plain.item()) <= 1e-5 * plain.item()
-    for k in g_plain:
-        scale = g_plain[k].abs().max().item()
-        err = (g_fast[k] - g_plain[k]).abs().max().item()
+    rec, kl, g_ref = float64_reference(model, x, y, 0)
+    plain = (rec.sum() + kl.sum()).item()
+
+    def phase_route(model, x, y, seed):
+        torch.manual_seed(seed)
+        return fast.negative_elbo(model, x, y, compiled=False).sum()
+
+    quick, g_fast = loss_and_grads(phase_route, model, x, y)
+    assert abs(quick.item() - plain) <= 1e-5 * plain
+    for k in g_ref:
+        scale = g_ref[k].abs().max().item()
+        err = (g_fast[k].double() - g_ref[k]).abs().max().item()
         assert err <= 1e-4 * scale + 1e-6, (k, err, scale)
 
 

@@ -67,21 +67,33 @@ def _model(which: str) -> CVAE:
 
 @pytest.mark.parametrize("which", ["untrained", "label-neutral start", "shipped", "lab-vae"])
 @pytest.mark.parametrize("batch", [128, 37, 1])  # 37 and 1: chunks of 16 lanes, part empty
-def test_compiled_loss_and_gradients_match_the_plain_model(lib, which, batch, mnist_test):
+def test_compiled_loss_and_gradients_match_the_plain_model(lib, which, batch, mnist_test,
+                                                          float64_reference):
     x, y = mnist_test
     x, y = x[2000:2000 + batch], y[2000:2000 + batch]  # real test digits
     model = _model(which)
     y = y if model.config.conditional else None
     assert fast.uses_kernels(model, x)
-    rec_p, kl_p, g_plain = terms_and_grads(plain_terms, model, x, y)
+    rec_p, kl_p, g_ref = float64_reference(model, x, y, 0)  # the plain model, in float64
     rec_c, kl_c, g_comp = terms_and_grads(compiled_terms, model, x, y)
     # per image: the BCE sums 784 pixels in another order, with its own exp and log
-    torch.testing.assert_close(rec_c, rec_p, rtol=2e-6, atol=2e-3)
-    torch.testing.assert_close(kl_c, kl_p, rtol=1e-6, atol=1e-4)
-    for k in g_plain:
-        scale = g_plain[k].abs().max().item()
-        err = (g_comp[k] - g_plain[k]).abs().max().item()
+    torch.testing.assert_close(rec_c.double(), rec_p, rtol=2e-6, atol=2e-3)
+    torch.testing.assert_close(kl_c.double(), kl_p, rtol=1e-6, atol=1e-4)
+    for k in g_ref:
+        scale = g_ref[k].abs().max().item()
+        err = (g_comp[k].double() - g_ref[k]).abs().max().item()
         assert err <= 1e-4 * scale + 1e-6, (k, err, scale)
+
+
+def test_the_float32_plain_model_agrees_with_the_float64_reference(lab_model, mnist_test,
+                                                                  float64_reference):
+    """The reference the test above uses is the plain model: checked against its float32 self."""
+    x, y = mnist_test
+    x, y = x[:64], y[:64]
+    rec64, kl64, _ = float64_reference(lab_model, x, y, 3)
+    rec32, kl32 = plain_terms(lab_model, x, y, 3)
+    torch.testing.assert_close(rec32.detach().double(), rec64, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(kl32.detach().double(), kl64, rtol=1e-5, atol=1e-4)
 
 
 def test_the_compiled_route_is_taken_only_where_it_applies(lib, mnist_test):
@@ -159,6 +171,54 @@ def test_training_through_the_kernels_follows_the_phase_route(lib, mnist_test):
             kernels._reset()
     assert len(histories[0]) == 16
     torch.testing.assert_close(histories[0], histories[1], rtol=2e-4, atol=0)
+
+
+def test_nan_weights_give_a_nan_loss_not_a_finite_one(lib, mnist_test):
+    """A run whose weights went NaN must not log a finite loss (torch's clamp would read 100)."""
+    x, y = mnist_test
+    model = CVAE("lab")
+    with torch.no_grad():
+        model.decoder.conv[-2].bias.fill_(float("nan"))  # the last convolution's bias
+    rec, _ = fast.loss_terms(model, x[:20], y[:20], compiled=True)
+    assert torch.isnan(rec).all()
+
+
+def test_bad_labels_and_tensors_are_refused_with_a_reason(lib, mnist_test):
+    x, y = mnist_test
+    x, y = x[:20], y[:20].clone()
+    model = CVAE("lab")
+    first, second = model.encoder.conv[0], model.encoder.conv[2]
+    with pytest.raises(ValueError, match="class indices in 0..9"):
+        kernels.encoder_convs(x, torch.full((20,), 10), first, second)  # would index past the maps
+    with pytest.raises(ValueError, match=r"\(20,\) class indices"):
+        kernels.encoder_convs(x, y[:5], first, second)
+    with pytest.raises(ValueError, match="needs labels"):
+        kernels.encoder_convs(x, None, first, second)
+    with pytest.raises(TypeError, match="float32 tensors on the CPU"):
+        kernels.encoder_convs(x.double(), y, first, second)
+    convs = [m for m in model.decoder.conv if isinstance(m, torch.nn.Conv2d)]
+    with pytest.raises(ValueError, match=r"\(B, 392\)"):
+        kernels.decoder_bce(torch.rand(19, 392), x, convs)
+    assert not fast.uses_kernels(CVAE("lab").double(), x)  # float64 weights take the PyTorch route
+
+
+def test_a_damaged_cached_library_is_built_again(fresh_state, monkeypatch, tmp_path):
+    if kernels.shutil.which(kernels.compiler().split()[0]) is None:
+        pytest.skip(f"no {kernels.compiler()} here")
+    monkeypatch.setenv("CVAE_LAB_CACHE", str(tmp_path))
+    path = kernels.library_path(kernels.compiler())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")  # what a crash in the middle of an old, non-atomic write could leave
+    assert kernels.load() is not None, kernels.why_not()
+    assert path.stat().st_size > 10_000
+
+
+def test_a_compiler_with_arguments_is_accepted(fresh_state, monkeypatch, tmp_path):
+    if kernels.shutil.which("g++") is None:
+        pytest.skip("no g++ here")
+    monkeypatch.setenv("CVAE_LAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "g++ -Wall")  # as `ccache g++` would be
+    assert kernels.load() is not None, kernels.why_not()
 
 
 def test_switched_off_by_the_environment_the_pytorch_route_runs(fresh_state, monkeypatch, mnist_test):
