@@ -7,7 +7,9 @@ recipe ``python -m lab_utils.train --epochs 10 --seed S`` runs) and reports, on
 the whole test set:
   * the test negative ELBO (nats per image, one sampled z, as training reports it);
   * the silent digits (``evaluation.silent_digits``: digits whose images never
-    reach z); and the smallest digit's feature spread over the median digit's.
+    reach z); the smallest digit's feature spread over the median digit's, and
+    the median digit's spread itself (small for every digit: the encoder stalled);
+  * the test negative ELBO after each epoch (a plateau shows a stall).
 Then the mean and sample standard deviation of the test negative ELBO over the
 seeds. Lines are printed (and flushed) as each seed ends, so a long run can be
 watched; ``--out FILE`` also writes them there. Seeds are only reported here,
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
         row = {"seed": seed, "test_nelbo": round(history.epoch_test_nelbo[-1], 2),
                "silent": silent_digits(model, x_test, y_test),
                "min_spread_ratio": round((spread.min() / spread.median()).item(), 3),
+               "median_spread": round(spread.median().item(), 3),
+               "test_by_epoch": [round(v, 1) for v in history.epoch_test_nelbo],
                "minutes": round((time.perf_counter() - start) / 60, 1)}
         results.append(row)
         say(json.dumps(row))
