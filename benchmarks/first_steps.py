@@ -1,0 +1,75 @@
+"""How the lab encoder's narrow ReLU layers fare in the first steps of training.
+
+    python benchmarks/first_steps.py [--seeds 0,7] [--steps 200] [--every 20] [--warmup-steps 0]
+
+For each seed, the first ``--steps`` Adam steps of the default recipe, taken as
+``lab_utils.train.train`` takes them (the seed, the label-neutral start, the
+epoch's shuffle and noise seeds, the fast route and its fused Adam, the learning
+rate of ``learning_rate``), and every ``--every`` steps the share of positions
+where the encoder's 3-channel and 1-channel ReLU maps are positive, on the first
+1,000 test digits. A 1-channel share far below 1 for all digits means the last
+ReLU has closed: what the encoder passes on to z is then mostly zeros (a stall,
+``benchmarks/results/seeds_kernels.txt``'s seed 7), not one silent digit.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from lab_utils.data import load_mnist
+from lab_utils.labels import expand_labels
+from lab_utils.model import CVAE
+from lab_utils.train import (TrainConfig, _optimise, batches, initialise, learning_rate,
+                             make_optimizer)
+
+
+def positive_shares(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Shares of positive positions of the 3-channel and the 1-channel ReLU maps."""
+    with torch.no_grad():
+        h = model.encoder.features(x, y)  # (N, 1, 28, 28), after the last ReLU
+        first = model.encoder.conv[:2]  # Conv2d(11, 3) and its ReLU
+        labels = expand_labels(y, 28, 28, 10).to(x.dtype)  # (N,) -> (N, 10, 28, 28)
+        h1 = first(torch.cat([x, labels], dim=1))  # (N, 3, 28, 28)
+    return (h1 > 0).float().mean().item(), (h > 0).float().mean().item()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,7", help="comma-separated seeds")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--every", type=int, default=20)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    x, y = load_mnist("train")
+    x_probe, y_probe = load_mnist("test")
+    x_probe, y_probe = x_probe[:1000], y_probe[:1000]
+    print(f"lab CVAE, default recipe, warm-up {args.warmup_steps} steps; share of positive "
+          f"positions (3-channel map, 1-channel map) on 1,000 test digits")
+    for seed in (int(s) for s in args.seeds.split(",")):
+        config = TrainConfig(seed=seed, warmup_steps=args.warmup_steps)
+        torch.manual_seed(config.seed)  # as fit does
+        model = initialise(CVAE(config.model), config.init)
+        optimizer = make_optimizer(model, config, fast_route=True)
+        total = config.epochs * -(-x.shape[0] // config.batch_size)
+        torch.manual_seed(config.seed * 1000)  # epoch 0's noise and shuffle, as train seeds them
+        g = torch.Generator().manual_seed(config.seed * 1000)
+        row = []
+        for i, idx in enumerate(batches(x.shape[0], config.batch_size, g)):
+            if i % args.every == 0:
+                s3, s1 = positive_shares(model, x_probe, y_probe)
+                row.append(f"{i}: {s3:.2f} {s1:.2f}")
+            if i >= args.steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, i, total)
+            _optimise(model, optimizer, x[idx], y[idx], fast_route=True)
+        print(f"seed {seed} (step: 3-channel 1-channel): " + ", ".join(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
