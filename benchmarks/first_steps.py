@@ -1,6 +1,7 @@
 """How the lab encoder's narrow ReLU layers fare in the first steps of training.
 
     python benchmarks/first_steps.py [--seeds 0,7] [--steps 200] [--every 20] [--warmup-steps 0]
+                                     [--beta 1]
 
 For each seed, the first ``--steps`` Adam steps of the default recipe, taken as
 ``lab_utils.train.train`` takes them (the seed, the label-neutral start, the
@@ -10,6 +11,8 @@ where the encoder's 3-channel and 1-channel ReLU maps are positive, on the first
 1,000 test digits. A 1-channel share far below 1 for all digits means the last
 ReLU has closed: what the encoder passes on to z is then mostly zeros (a stall,
 ``benchmarks/results/seeds_kernels.txt``'s seed 7), not one silent digit.
+``--beta`` weights the KL term of the loss (``TrainConfig.beta``; 0 drops it): does
+the KL's pull on the codes close the map, or the reconstruction's gradient?
 """
 from __future__ import annotations
 
@@ -41,16 +44,17 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--every", type=int, default=20)
     p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (1: the ELBO)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     x, y = load_mnist("train")
     x_probe, y_probe = load_mnist("test")
     x_probe, y_probe = x_probe[:1000], y_probe[:1000]
-    print(f"lab CVAE, default recipe, warm-up {args.warmup_steps} steps; share of positive "
+    print(f"lab CVAE, default recipe, warm-up {args.warmup_steps} steps, beta {args.beta:g}; share of positive "
           f"positions (3-channel map, 1-channel map) on 1,000 test digits")
     for seed in (int(s) for s in args.seeds.split(",")):
-        config = TrainConfig(seed=seed, warmup_steps=args.warmup_steps)
+        config = TrainConfig(seed=seed, warmup_steps=args.warmup_steps, beta=args.beta)
         torch.manual_seed(config.seed)  # as fit does
         model = initialise(CVAE(config.model), config.init)
         optimizer = make_optimizer(model, config, fast_route=True)
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, i, total)
-            _optimise(model, optimizer, x[idx], y[idx], fast_route=True)
+            _optimise(model, optimizer, x[idx], y[idx], fast_route=True, beta=config.beta)
         print(f"seed {seed} (step: 3-channel 1-channel): " + ", ".join(row), flush=True)
     return 0
 
