@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--init", default=TrainConfig().init, choices=INITS)
     p.add_argument("--warmup-steps", type=int, default=TrainConfig().warmup_steps)
+    p.add_argument("--kl-warmup-steps", type=int, default=TrainConfig().kl_warmup_steps)
     p.add_argument("--plain", action="store_true", help="the plain forward pass")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--train-size", type=int, default=None, help="a subset (a quick try); default all")
@@ -61,11 +62,13 @@ def main(argv=None) -> int:
             out.flush()
 
     base = TrainConfig(epochs=args.epochs, init=args.init, warmup_steps=args.warmup_steps,
+                       kl_warmup_steps=args.kl_warmup_steps,
                        fast=not args.plain, train_size=args.train_size)
     data = load_data(base)  # the same data for every seed (no subsets: the whole sets)
     x_test, y_test = data[2], data[3]
     say(f"lab CVAE, {args.epochs} epochs per seed, init {args.init}, warm-up "
-        f"{args.warmup_steps} steps, {'plain' if args.plain else 'fast'} route, "
+        f"{args.warmup_steps} steps, KL warm-up {args.kl_warmup_steps} steps, "
+        f"{'plain' if args.plain else 'fast'} route, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}")
     results = []

@@ -38,7 +38,7 @@ from .runtime import get_device
 # Fields added to TrainConfig after models were trained and shipped, with the
 # value that reproduces a run made before the field existed.
 _ADDED_FIELDS = {"warmup_steps": 0, "fast": False, "init": "pytorch",
-                 "beta": 1.0, "binarize": False, "val_size": 0}
+                 "beta": 1.0, "binarize": False, "val_size": 0, "kl_warmup_steps": 0}
 # Fields removed since, with the one value a stored config may hold for them: the
 # value at which the field did nothing (any other value would be silently lost).
 _REMOVED_FIELDS = {"decay_epochs": None}
@@ -87,11 +87,18 @@ class TrainConfig(StoredConfig):
     # validation negative ELBO is measured after every epoch; the test set is
     # only reported, never used to choose.
     val_size: int = 0
+    # KL warm-up (Bowman et al. 2016's KL annealing, short): the KL term's weight
+    # rises linearly from beta/N to beta over the first N batches. In the first
+    # Adam steps the KL's pull toward the prior can close the encoder's 1-channel
+    # ReLU map for nearly every pixel (benchmarks/first_steps.py, seed 7); with the
+    # KL weighed down there, the reconstruction term opens a path through z first.
+    # 0 (the default, the recipe of the shipped model): the ELBO from step 0.
+    kl_warmup_steps: int = 0
 
     def __post_init__(self):
         get_config(self.model)  # fails early on an unknown name
-        for name in ("epochs", "batch_size", "log_every", "warmup_steps"):
-            low = 0 if name in ("epochs", "warmup_steps") else 1
+        for name in ("epochs", "batch_size", "log_every", "warmup_steps", "kl_warmup_steps"):
+            low = 0 if name in ("epochs", "warmup_steps", "kl_warmup_steps") else 1
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -219,6 +226,15 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     if step < config.warmup_steps:
         lr *= (step + 1) / config.warmup_steps
     return lr
+
+
+def kl_weight(config: TrainConfig, step: int) -> float:
+    """The KL term's weight at batch ``step``: ``beta``, ramped up linearly over the
+    first ``kl_warmup_steps`` batches (``(step + 1) / N`` of it at step ``step``). A
+    function of the step alone, so a resumed run continues the same ramp."""
+    if step < config.kl_warmup_steps:
+        return config.beta * (step + 1) / config.kl_warmup_steps
+    return config.beta
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int,
@@ -354,6 +370,9 @@ def train(
     if step is not None and config.beta != 1.0:
         raise ValueError(f"a step function computes its own loss, so beta={config.beta} would be "
                          f"ignored: train with beta=1 or without step=")
+    if step is not None and config.kl_warmup_steps:
+        raise ValueError(f"a step function computes its own loss, so kl_warmup_steps="
+                         f"{config.kl_warmup_steps} would be ignored: train with 0 or without step=")
     if x_val is not None and x_val.shape[0] == 0:  # no validation split: nothing to measure
         x_val = y_val = None
     if x_test is not None and x_test.shape[0] == 0:
@@ -389,7 +408,8 @@ def train(
                 xb = torch.bernoulli(xb)
             yb = y[idx] if conditional else None  # (B,)
             if step is None:
-                loss = _optimise(model, optimizer, xb, yb, fast_route, config.beta)
+                loss = _optimise(model, optimizer, xb, yb, fast_route,
+                                 kl_weight(config, epoch * steps_per_epoch + i))
             else:  # a float: as a float32 tensor, like the built-in step's loss
                 loss = torch.as_tensor(step(model, optimizer, xb, yb), dtype=torch.float32,
                                        device=device)
@@ -515,6 +535,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plain", action="store_true",
                    help="compute the loss with the plain forward pass model(x, y) instead of "
                         "lab_utils.fast (the same function, slower)")
+    p.add_argument("--kl-warmup-steps", type=int, default=d.kl_warmup_steps,
+                   help="ramp the KL term's weight up linearly over this many batches "
+                        "(default %(default)s: the ELBO from the first step)")
     p.add_argument("--beta", type=float, default=d.beta,
                    help="weight of the KL term: train on BCE + beta * KL (default %(default)s: the ELBO)")
     p.add_argument("--binarize", action="store_true",
@@ -541,7 +564,8 @@ def main(argv=None) -> int:
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, dataset=args.dataset,
                              train_size=args.train_size, test_size=args.test_size,
                              warmup_steps=args.warmup_steps, fast=not args.plain, init=args.init,
-                             beta=args.beta, binarize=args.binarize, val_size=args.val_size)
+                             beta=args.beta, binarize=args.binarize, val_size=args.val_size,
+                             kl_warmup_steps=args.kl_warmup_steps)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -155,3 +155,39 @@ def test_rate_plus_distortion_is_the_negative_elbo(mnist_test):
         negative_elbo_on(lab_model, x, y, batch_size=128), abs=1e-3)
     # the shipped lab model: tens of nats of rate, the rest is distortion
     assert 10 < rd["rate"] < 40 and 50 < rd["distortion"] < 100, rd
+
+
+def test_kl_warmup_ramps_the_kl_weight_linearly_then_holds_beta():
+    from lab_utils.train import kl_weight
+
+    cfg = TrainConfig(kl_warmup_steps=4, beta=2.0)
+    assert [kl_weight(cfg, s) for s in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert kl_weight(TrainConfig(), 0) == 1.0  # default: the ELBO from the first step
+    with pytest.raises(ValueError, match="kl_warmup_steps must be at least 0"):
+        TrainConfig(kl_warmup_steps=-1)
+    assert TrainConfig.from_dict({"model": "lab"}).kl_warmup_steps == 0  # an old checkpoint
+    assert parse_args(["--kl-warmup-steps", "100"]).kl_warmup_steps == 100
+
+
+def test_kl_warmup_changes_only_the_first_steps(tiny_data):
+    """One warm-up step weighs the KL by 1/1: the default run, bit for bit; four steps
+    change the start, so the losses of the first batches differ."""
+    x, y = tiny_data[0], tiny_data[1]
+    runs = {}
+    for steps in (0, 1, 4):
+        torch.manual_seed(0)
+        model = initialise(CVAE("lab"))
+        h = train(model, x, y, TrainConfig(epochs=1, batch_size=64, log_every=1, kl_warmup_steps=steps),
+                  progress=False, verbose=False)
+        runs[steps] = h.loss
+    assert runs[1] == runs[0]
+    assert runs[4][0] < runs[0][0]  # the first batch's loss counts a quarter of its KL
+
+
+def test_a_step_function_refuses_a_kl_warmup_it_would_ignore(tiny_data):
+    from lab_utils.train import train_step
+
+    x, y = tiny_data[0], tiny_data[1]
+    with pytest.raises(ValueError, match="kl_warmup_steps=10 would be ignored"):
+        train(initialise(CVAE("lab")), x, y, TrainConfig(epochs=1, kl_warmup_steps=10),
+              progress=False, verbose=False, step=train_step)
