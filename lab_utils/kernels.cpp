@@ -256,13 +256,13 @@ template <int C, int H, int W> void scatter_lanes(const float* src, int batch, i
 }
 
 // total[k] = sum over chunks of partial[chunk][k], in chunk order (so the same for
-// any number of threads); the output arrays take consecutive runs of k.
-inline void sum_chunks(const float* partial, int chunks, long count, float* const* outs, const long* sizes, int threads) {
+// any number of threads); the output arrays take consecutive runs of k. A few
+// hundred sums at most (the weight gradients): one thread does them.
+inline void sum_chunks(const float* partial, int chunks, long count, float* const* outs, const long* sizes) {
   long offset = 0;
   for (int t = 0; outs[t]; offset += sizes[t], ++t) {
     float* out = outs[t];
     const long size = sizes[t], start = offset;
-#pragma omp parallel for num_threads(threads) schedule(static) if (size > 4096)
     for (long k = 0; k < size; ++k) {
       float s = 0;
       for (int n = 0; n < chunks; ++n) s += partial[n * count + start + k];
@@ -485,7 +485,7 @@ void cvae_enc_backward(int batch, const float* dh2, const int64_t* y, int in_cha
   }
   float* const outs[] = {dw1, db1, dw2, db2, nullptr};
   const long sizes[] = {NW1, 3, ENC_W2, 1};
-  sum_chunks(partial, chunks, NP, outs, sizes, threads);
+  sum_chunks(partial, chunks, NP, outs, sizes);
 }
 
 // Decoder forward and loss. h0 (B, 392) = the (2, 14, 14) start maps (after the
@@ -530,7 +530,8 @@ void cvae_dec_forward(int batch, const float* h0, const float* x,
 }
 
 // Decoder backward, from dbce (B,). Writes dh0 (B, 392) and the six parameter gradients.
-void cvae_dec_backward(int batch, const float* dbce, const float* x,
+// The images are read from the scratch the forward pass filled.
+void cvae_dec_backward(int batch, const float* dbce,
                        const float* wa, const float* wb, const float* wc,
                        const float* saved, float* scratch, float* partial, float* dh0,
                        float* dwa, float* dba, float* dwb, float* dbb, float* dwc, float* dbc,
@@ -576,7 +577,7 @@ void cvae_dec_backward(int batch, const float* dbce, const float* x,
   }
   float* const outs[] = {dwa, dba, dwb, dbb, dwc, dbc, nullptr};
   const long sizes[] = {DEC_WA, 11, DEC_WB, 3, DEC_WC, 1};
-  sum_chunks(partial, chunks, NP, outs, sizes, threads);
+  sum_chunks(partial, chunks, NP, outs, sizes);
 }
 
 }  // extern "C"

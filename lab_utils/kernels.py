@@ -128,7 +128,7 @@ _SIGNATURES = {
     "cvae_enc_forward": [_INT, _VOID, _VOID, _INT] + [_VOID] * 6 + [_INT],
     "cvae_enc_backward": [_INT, _VOID, _VOID, _INT] + [_VOID] * 8 + [_INT],
     "cvae_dec_forward": [_INT] + [_VOID] * 11 + [_INT],
-    "cvae_dec_backward": [_INT] + [_VOID] * 15 + [_INT],
+    "cvae_dec_backward": [_INT] + [_VOID] * 14 + [_INT],
 }
 
 
@@ -255,22 +255,22 @@ class _DecoderBCE(torch.autograd.Function):
         out = _empty(batch)
         lib.cvae_dec_forward(batch, _p(h0), _p(x), _p(wa), _p(ba), _p(wb), _p(bb), _p(wc), _p(bc),
                              _p(saved), _p(scratch), _p(out), torch.get_num_threads())
-        ctx.saved, ctx.scratch = saved, scratch
-        ctx.save_for_backward(x, wa, wb, wc)
+        ctx.saved, ctx.scratch, ctx.batch = saved, scratch, batch  # the scratch keeps the images
+        ctx.save_for_backward(wa, wb, wc)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout):
         lib = load()
-        x, wa, wb, wc = ctx.saved_tensors
+        wa, wb, wc = ctx.saved_tensors
         dout = dout.contiguous()  # (B,); a sum's gradient arrives expanded (stride 0)
-        batch, chunks = x.shape[0], _chunks(x.shape[0])
+        batch, chunks = ctx.batch, _chunks(ctx.batch)
         partial = _empty(chunks * (198 + 11 + 297 + 3 + 27 + 1))
         dh0 = _empty(batch, 392)
         grads = [_empty(11, 2, 3, 3), _empty(11), _empty(3, 11, 3, 3), _empty(3),
                  _empty(1, 3, 3, 3), _empty(1)]
-        lib.cvae_dec_backward(batch, _p(dout), _p(x), _p(wa), _p(wb), _p(wc),
+        lib.cvae_dec_backward(batch, _p(dout), _p(wa), _p(wb), _p(wc),
                               _p(ctx.saved), _p(ctx.scratch), _p(partial), _p(dh0),
                               *[_p(g) for g in grads], torch.get_num_threads())
         return (dh0, None, *grads)

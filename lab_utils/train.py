@@ -318,6 +318,13 @@ def evaluate(
     return total.item() / x.shape[0]
 
 
+def takes_fast_route(model: CVAE, config: TrainConfig, step=None) -> bool:
+    """Whether training computes the loss through ``lab_utils.fast``: asked for
+    (``config.fast``), a shape it handles, and no step function of one's own
+    (which computes its own loss with ``model(x, y)``)."""
+    return config.fast and fast.supports(model.config) and step is None
+
+
 def make_optimizer(model: CVAE, config: TrainConfig, fast_route: bool) -> torch.optim.Adam:
     """Adam at ``config.lr``. On the fast route, PyTorch's fused Adam: the same
     update rule in one pass over each tensor instead of one pass per elementwise
@@ -379,7 +386,7 @@ def train(
         x_val = y_val = None
     if x_test is not None and x_test.shape[0] == 0:
         x_test = y_test = None
-    fast_route = config.fast and fast.supports(model.config) and step is None
+    fast_route = takes_fast_route(model, config, step)
     if config.channels_last and not fast_route:
         model.to(memory_format=torch.channels_last)
     optimizer = optimizer or make_optimizer(model, config, fast_route)
@@ -482,7 +489,7 @@ def fit(
     device = get_device(device)
     torch.manual_seed(config.seed)
     model = initialise(CVAE(config.model), config.init).to(device)
-    optimizer = make_optimizer(model, config, config.fast and fast.supports(model.config) and step is None)
+    optimizer = make_optimizer(model, config, takes_fast_route(model, config, step))
     history, start_epoch = History(), 0
     if resume is not None:
         ckpt = read_checkpoint(resume, kind="CVAE")
