@@ -92,13 +92,8 @@ def epoch_lab_utils(model: CVAE, x: torch.Tensor, y: torch.Tensor, fast: bool,
                     compiled: bool = True) -> float:
     """One epoch of lab_utils.train, fast route (with or without the compiled
     kernels) or plain (the loop's own timing)."""
-    os.environ["CVAE_LAB_KERNELS"] = "1" if compiled else "0"
-    kernels._reset()
-    try:
+    with kernels.switched(compiled):
         history = train(model, x, y, TrainConfig(epochs=1, fast=fast), progress=False, verbose=False)
-    finally:
-        del os.environ["CVAE_LAB_KERNELS"]
-        kernels._reset()
     return history.epoch_seconds[0]
 
 

@@ -47,6 +47,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -187,6 +188,24 @@ def _reset() -> None:
     """Forget the loaded library, so that :func:`load` looks again (for tests)."""
     with _lock:
         _state.clear()
+
+
+@contextmanager
+def switched(on: bool):
+    """A block run with the kernels on or off (``CVAE_LAB_KERNELS``), the variable
+    and the loaded state restored after: both routes compared in one process
+    (``benchmarks/train_speed.py``, ``tests/test_kernels.py``)."""
+    before = os.environ.get("CVAE_LAB_KERNELS")
+    os.environ["CVAE_LAB_KERNELS"] = "1" if on else "0"
+    _reset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["CVAE_LAB_KERNELS"]
+        else:
+            os.environ["CVAE_LAB_KERNELS"] = before
+        _reset()
 
 
 def supports(config: CVAEConfig) -> bool:
