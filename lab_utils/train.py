@@ -90,8 +90,9 @@ class TrainConfig(StoredConfig):
     # KL warm-up (Bowman et al. 2016's KL annealing, short): the KL term's weight
     # rises linearly from beta/N to beta over the first N batches (the training
     # loss logged meanwhile is BCE + weight * KL). In the first Adam steps the KL's
-    # pull toward the prior can close the encoder's 1-channel ReLU map for nearly
-    # every pixel (benchmarks/first_steps.py, seed 7). Measured with N = 100
+    # pull toward the prior can close the encoder's 1-channel ReLU map at about 93%
+    # of its positions (benchmarks/results/first_steps.txt: seed 7, and the --beta 0
+    # rows, where it stays open). Measured with N = 100
     # (benchmarks/results/seeds_kl_warmup.txt): it saves seed 7 and silences eight
     # digits of seed 19, so it is an option to study, not the default.
     # 0 (the default, the recipe of the shipped model): the ELBO from step 0.
