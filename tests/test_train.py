@@ -125,6 +125,31 @@ def test_label_neutral_start_zeroes_the_label_kernels_and_opens_the_relus():
         initialise(model, "xavier")
 
 
+@pytest.mark.parametrize("name", ["lab", "lab-vae", "wide"])
+def test_open_relus_start_is_label_neutral_plus_open_decoder_relus(name):
+    """The default start: label-neutral, and every decoder layer a ReLU follows
+    starts with bias 0.1; every other weight is PyTorch's draw for the seed."""
+    torch.manual_seed(7)
+    reference = CVAE(name)
+    torch.manual_seed(7)
+    neutral = initialise(CVAE(name), "label-neutral")
+    torch.manual_seed(7)
+    model = initialise(CVAE(name), "open-relus")
+    assert TrainConfig().init == "open-relus"
+    dec = [m for m in model.decoder.conv if isinstance(m, torch.nn.Conv2d)]
+    opened = {id(m.bias) for m in (model.decoder.fc[0], *dec[:-1])}
+    assert len(opened) == 1 + len(model.config.dec_channels)  # lab: Linear(30, 392), Conv(2, 11), Conv(11, 3)
+    for (key, p), n, r in zip(model.named_parameters(), neutral.parameters(), reference.parameters()):
+        if id(p) in opened:
+            assert torch.all(p == 0.1), key
+            assert not torch.all(n == 0.1), key  # label-neutral leaves the decoder alone
+        else:
+            assert torch.equal(p, n), key
+    assert torch.equal(dec[-1].bias, [m for m in reference.decoder.conv
+                                      if isinstance(m, torch.nn.Conv2d)][-1].bias)  # before the sigmoid
+    assert torch.equal(model.encoder.fc[0].bias, reference.encoder.fc[0].bias)
+
+
 @pytest.mark.parametrize("seed", [2, 4, 5])
 def test_seeds_that_start_with_silent_digits_start_healthy_label_neutral(seed, mnist_test):
     """With PyTorch's default initialisation these seeds have silent digits before
@@ -142,7 +167,7 @@ def test_seeds_that_start_with_silent_digits_start_healthy_label_neutral(seed, m
 def test_fit_starts_from_the_configured_initialisation(tiny_data):
     x, y, xt, yt = tiny_data
     data = (x[:128], y[:128], xt[:100], yt[:100])
-    for init in ("label-neutral", "pytorch"):
+    for init in ("open-relus", "label-neutral", "pytorch"):
         cfg = TrainConfig(epochs=0, init=init, seed=3)
         model, _ = fit(cfg, device="cpu", progress=False, data=data)
         torch.manual_seed(3)
