@@ -1,18 +1,21 @@
-"""How the lab encoder's narrow ReLU layers fare in the first steps of training.
+"""How the lab CVAE's narrow ReLU layers fare in the first steps of training.
 
     python benchmarks/first_steps.py [--seeds 0,7] [--steps 200] [--every 20] [--warmup-steps 0]
-                                     [--beta 1]
+                                     [--beta 1] [--init open-relus]
 
 For each seed, the first ``--steps`` Adam steps of the default recipe, taken as
-``lab_utils.train.train`` takes them (the seed, the label-neutral start, the
+``lab_utils.train.train`` takes them (the seed, the ``--init`` start, the
 epoch's shuffle and noise seeds, the fast route and its fused Adam, the learning
 rate of ``learning_rate``), and every ``--every`` steps the share of positions
-where the encoder's 3-channel and 1-channel ReLU maps are positive, on the first
-1,000 test digits. A 1-channel share far below 1 for all digits means the last
-ReLU has closed: what the encoder passes on to z is then mostly zeros (a stall,
-``benchmarks/results/seeds_kernels.txt``'s seed 7), not one silent digit.
-``--beta`` weights the KL term of the loss (``TrainConfig.beta``; 0 drops it): does
-the KL's pull on the codes close the map, or the reconstruction's gradient?
+where each narrow ReLU map is positive, on the first 1,000 test digits: the
+encoder's 3-channel and 1-channel maps, then the decoder's Linear(30, 392)
+output, its 11-channel and its 3-channel maps (from a sampled z). A decoder
+3-channel share of 0 means the decoder's output is its last bias alone, whatever
+z and the label are; an encoder 1-channel share far below 1 means what the
+encoder passes on to z is mostly zeros (a stall, ``benchmarks/results/
+seeds_kernels.txt``'s seed 7), not one silent digit. ``--beta`` weights the KL
+term of the loss (``TrainConfig.beta``; 0 drops it): does the KL's pull on the
+codes close the map, or the reconstruction's gradient?
 """
 from __future__ import annotations
 

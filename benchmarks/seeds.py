@@ -1,6 +1,6 @@
 """Is training healthy from every seed? The lab CVAE trained from seeds 0-9.
 
-    python benchmarks/seeds.py [--seeds 0-9] [--epochs 10] [--init label-neutral] [--threads 1]
+    python benchmarks/seeds.py [--seeds 0-9] [--epochs 10] [--init open-relus] [--threads 1]
 
 Each seed runs ``lab_utils.train.fit`` with the command line's defaults (the
 recipe ``python -m lab_utils.train --epochs 10 --seed S`` runs) and reports, on
@@ -14,7 +14,8 @@ Then the mean and sample standard deviation of the test negative ELBO over the
 seeds. Lines are printed (and flushed) as each seed ends, so a long run can be
 watched; ``--out FILE`` also writes them there. Seeds are only reported here,
 never selected: no model is picked by its test figure.
-``--init pytorch --plain`` runs the recipe from before the label-neutral start.
+``--init pytorch --plain`` runs the recipe from before the label-neutral start;
+``--init label-neutral`` the default before the open-relus start.
 """
 from __future__ import annotations
 
