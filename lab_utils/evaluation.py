@@ -437,10 +437,12 @@ def train_command(checkpoint_info: dict) -> str:
     parts = ["python -m lab_utils.train", f"--model {tc.model}",
              f"--epochs {checkpoint_info.get('epochs', tc.epochs)}"]
     defaults = TrainConfig()  # flags equal to the command line's defaults are left out
-    for key in ("lr", "lr_schedule", "warmup_steps", "init", "batch_size", "seed", "dataset",
-                "train_size", "test_size"):
+    for key in ("lr", "lr_schedule", "warmup_steps", "kl_warmup_steps", "init", "beta",
+                "batch_size", "seed", "dataset", "train_size", "test_size", "val_size"):
         if getattr(tc, key) != getattr(defaults, key):
             parts.append(f"--{key.replace('_', '-')} {getattr(tc, key)}")
+    if tc.binarize:
+        parts.append("--binarize")
     if not tc.fast:
         parts.append("--plain")
     return " ".join(parts)

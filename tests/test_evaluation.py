@@ -196,16 +196,21 @@ def test_shipped_wide_model_explains_digits_better_than_the_lab_model(trained, m
 def test_train_command_reproduces_the_shipped_training_settings():
     from lab_utils.train import TrainConfig, parse_args
 
-    for name in ("lab", "wide", "fashion"):
+    for name in ("lab", "wide", "fashion", "lab-binarized"):
         info = load_pretrained(name).checkpoint_info
         command = ev.train_command(info)
         assert command.startswith("python -m lab_utils.train ")
         args = vars(parse_args(command.split()[3:]))
         stored = TrainConfig.from_dict(info["train_config"])
-        for key in ("model", "epochs", "lr", "lr_schedule", "warmup_steps", "init", "batch_size",
-                    "seed", "dataset"):
+        for key in ("model", "epochs", "lr", "lr_schedule", "warmup_steps", "kl_warmup_steps",
+                    "init", "beta", "binarize", "val_size", "batch_size", "seed", "dataset"):
             assert args[key] == getattr(stored, key), (name, key, command)
         assert args["plain"] == (not stored.fast), (name, command)
+    assert "--binarize" in command  # the last one, lab-binarized, was trained on binarized digits
+    info = {"epochs": 3, "train_config": {**TrainConfig().to_dict(), "beta": 4.0, "val_size": 5000,
+                                          "kl_warmup_steps": 100}}
+    args = vars(parse_args(ev.train_command(info).split()[3:]))
+    assert (args["beta"], args["val_size"], args["kl_warmup_steps"]) == (4.0, 5000, 100)
 
 
 def test_results_table_has_a_row_per_model(trained, classifier, small_batch):
