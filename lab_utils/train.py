@@ -201,13 +201,13 @@ def initialise(model: CVAE, init: str = "open-relus") -> CVAE:
     ``"open-relus"`` (the default) is ``"label-neutral"`` plus the same bias for
     every decoder layer that a ReLU follows: ``Linear(30, 392)``, ``Conv2d(2, 11)``
     and ``Conv2d(11, 3)``. Why: from the layers' default biases, seed 7's first
-    Adam steps close the decoder's 3-channel ReLU map completely (0% of positions
-    from step 40, ``benchmarks/results/first_steps.txt``); the decoder's output is
+    Adam steps close the decoder's 3-channel ReLU map (0.00 of its positions, to two
+    decimals, at every step recorded from 40 to 200, ``benchmarks/results/first_steps.txt``); the decoder's output is
     then its last bias alone, whatever z is, the reconstruction term stops asking
     z for anything, and the KL term closes the encoder's 1-channel map: a stall
     of seven epochs (``benchmarks/results/seeds_kernels.txt``). From the open
-    start the same maps still close to a few percent, but not to zero, and are
-    back by step 320: seed 7 ends healthy, and seeds 0-9 end within 1.11 nats (sd)
+    start the same maps still close, to a few percent of positions, but not to
+    0.00, and are back by step 320: seed 7 ends healthy, and seeds 0-9 end within 1.11 nats (sd)
     of each other (``benchmarks/results/seeds_open_relus.txt``). The
     encoder's ``Linear(784, 400)`` keeps its default bias: a throw-away run with
     it at 0.1 too left two of 20 seeds with silent digits after two epochs.
