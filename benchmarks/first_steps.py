@@ -25,31 +25,37 @@ import sys
 import torch
 
 from lab_utils.data import load_mnist
-from lab_utils.labels import expand_labels
 from lab_utils.model import CVAE
 from lab_utils.train import (INITS, TrainConfig, _optimise, batches, initialise, learning_rate,
                              make_optimizer)
 
 
+def narrow_relus(model: CVAE) -> list[torch.nn.ReLU]:
+    """The ReLUs of the narrow layers, in forward order: the encoder's two
+    convolutions, then the decoder's Linear(30, 392) and its two convolutions
+    (the encoder's wide Linear(784, 400) is left out)."""
+    return [m for part in (model.encoder.conv, model.decoder.fc, model.decoder.conv)
+            for m in part if isinstance(m, torch.nn.ReLU)]
+
+
 def positive_shares(model: CVAE, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """Shares of positive positions of every narrow ReLU map, encoder then decoder.
 
-    The encoder's 3-channel and 1-channel maps; the decoder's Linear(30, 392)
-    output, its 11-channel and its 3-channel maps, computed from a sampled z
-    (one fixed draw of the noise), as training feeds the decoder.
+    Read with forward hooks during one ``model(x, y)``, so the maps are the
+    model's own: the decoder's come from a sampled z (noise seed 0, drawn in a
+    forked random state, so the training run's random stream is left as it was).
     """
-    with torch.no_grad():
-        labels = expand_labels(y, 28, 28, 10).to(x.dtype)  # (N,) -> (N, 10, 28, 28)
-        enc3 = model.encoder.conv[:2](torch.cat([x, labels], dim=1))  # (N, 3, 28, 28)
-        enc1 = model.encoder.conv[2:](enc3)  # (N, 3, 28, 28) -> (N, 1, 28, 28)
-        mu, logvar = model.encoder(x, y)  # (N, 20), (N, 20)
-        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))  # (N, 20)
-        z = mu + torch.exp(0.5 * logvar) * eps  # (N, 20)
-        dec = model.decoder
-        h = dec.fc(torch.cat([z, torch.nn.functional.one_hot(y, 10).to(z.dtype)], dim=1))  # (N, 30) -> (N, 392)
-        dec11 = dec.conv[:2](h.view(-1, 2, 14, 14))  # (N, 392) -> (N, 2, 14, 14) -> (N, 11, 14, 14)
-        dec3 = dec.conv[2:5](dec11)  # upsample, Conv(11, 3), ReLU: (N, 11, 14, 14) -> (N, 3, 28, 28)
-    return [(m > 0).float().mean().item() for m in (enc3, enc1, h, dec11, dec3)]
+    shares: list[float] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: shares.append((out > 0).float().mean().item()))
+             for m in narrow_relus(model)]
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            model(x, y)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shares
 
 
 def main(argv=None) -> int:

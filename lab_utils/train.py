@@ -90,12 +90,13 @@ class TrainConfig(StoredConfig):
     val_size: int = 0
     # KL warm-up (Bowman et al. 2016's KL annealing, short): the KL term's weight
     # rises linearly from beta/N to beta over the first N batches (the training
-    # loss logged meanwhile is BCE + weight * KL). In the first Adam steps the KL's
-    # pull toward the prior can close the encoder's 1-channel ReLU map at about 93%
-    # of its positions (benchmarks/results/first_steps.txt: seed 7, and the --beta 0
-    # rows, where it stays open). Measured with N = 100
-    # (benchmarks/results/seeds_kl_warmup.txt): it saves seed 7 and silences eight
-    # digits of seed 19, so it is an option to study, not the default.
+    # loss logged meanwhile is BCE + weight * KL). From the label-neutral start,
+    # once seed 7's decoder stops using z, the KL's pull toward the prior closes the
+    # encoder's 1-channel ReLU map at about 93% of its positions
+    # (benchmarks/results/first_steps.txt, and its --beta 0 rows, where it stays
+    # open). Measured with N = 100 from that start (benchmarks/results/
+    # seeds_kl_warmup.txt): it saves seed 7 and silences eight digits of seed 19,
+    # so it is an option to study, not the default (the open-relus start is the fix).
     # 0 (the default, the recipe of the shipped model): the ELBO from step 0.
     kl_warmup_steps: int = 0
 
@@ -201,16 +202,17 @@ def initialise(model: CVAE, init: str = "open-relus") -> CVAE:
     ``"open-relus"`` (the default) is ``"label-neutral"`` plus the same bias for
     every decoder layer that a ReLU follows: ``Linear(30, 392)``, ``Conv2d(2, 11)``
     and ``Conv2d(11, 3)``. Why: from the layers' default biases, seed 7's first
-    Adam steps close the decoder's 3-channel ReLU map (0.00 of its positions, to two
-    decimals, at every step recorded from 40 to 200, ``benchmarks/results/first_steps.txt``); the decoder's output is
-    then its last bias alone, whatever z is, the reconstruction term stops asking
-    z for anything, and the KL term closes the encoder's 1-channel map: a stall
-    of seven epochs (``benchmarks/results/seeds_kernels.txt``). From the open
-    start the same maps still close, to a few percent of positions, but not to
-    0.00, and are back by step 320: seed 7 ends healthy, and seeds 0-9 end within 1.11 nats (sd)
-    of each other (``benchmarks/results/seeds_open_relus.txt``). The
-    encoder's ``Linear(784, 400)`` keeps its default bias: a throw-away run with
-    it at 0.1 too left two of 20 seeds with silent digits after two epochs.
+    Adam steps close the decoder's 3-channel ReLU map (0.00 of its positions, to
+    two decimals, at every step recorded from 40 to 200,
+    ``benchmarks/results/first_steps.txt``); the decoder's output is then its last
+    bias alone, whatever z is, the reconstruction term stops asking z for anything,
+    and the KL term closes the encoder's 1-channel map: a stall of seven epochs
+    (``benchmarks/results/seeds_kernels.txt``). From the open start the same maps
+    still close, to a few percent of positions, but not to 0.00, and have reopened
+    by step 320: seed 7 ends healthy, and seeds 0-9 end with an sd of 1.11 nats
+    (``benchmarks/results/seeds_open_relus.txt``). The encoder's
+    ``Linear(784, 400)`` keeps its default bias: a throw-away run with it at 0.1
+    too left two of 20 seeds with silent digits after two epochs.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
